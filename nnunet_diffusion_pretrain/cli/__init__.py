@@ -1,0 +1,1 @@
+"""Console commands (see ``[project.scripts]`` in pyproject.toml)."""

@@ -1,0 +1,24 @@
+"""``nnUNetv2_diffusion_env``: print the shell line that lets stock nnU-Net find our trainers."""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+
+import nnunet_diffusion_pretrain.ext_trainers as ext_trainers
+
+
+def ext_trainer_folder() -> str:
+    """The folder of thin re-export modules (repository ``trainers/``, installed as a subpackage)."""
+    return os.path.dirname(os.path.abspath(ext_trainers.__file__))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Print the export line for nnUNet_extTrainer. "
+                                                 "Use: eval \"$(nnUNetv2_diffusion_env)\"")
+    parser.parse_args()
+    folders = [f for f in os.environ.get("nnUNet_extTrainer", "").split(os.pathsep) if f]
+    if ext_trainer_folder() not in folders:
+        folders.append(ext_trainer_folder())
+    print(f"export nnUNet_extTrainer={shlex.quote(os.pathsep.join(folders))}")
+    return 0

@@ -1,0 +1,87 @@
+"""Generate images with a trained denoiser (DDIM, diffusers' scheduler) and write them out."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import SimpleITK as sitk  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from nnunet_diffusion_pretrain.noise_schedule import DiffusionSettings  # noqa: E402
+
+
+@torch.no_grad()
+def ddim_sample(model: nn.Module, settings: DiffusionSettings, shape: tuple[int, ...], device: torch.device,
+                num_steps: int = 50, eta: float = 0.0, seed: int = 0, batch_size: int | None = None,
+                progress: bool = True) -> torch.Tensor:
+    """Draw ``shape[0]`` samples of shape ``shape[1:]`` (channels, *spatial); returns CPU float32."""
+    scheduler = settings.ddim_scheduler()
+    scheduler.set_timesteps(num_steps)
+    generator = torch.Generator().manual_seed(seed)
+    batch_size = batch_size or shape[0]
+    model.eval()
+    batches = []
+    for start in range(0, shape[0], batch_size):
+        n = min(batch_size, shape[0] - start)
+        x = torch.randn((n, *shape[1:]), generator=generator).to(device)
+        steps = tqdm(scheduler.timesteps, desc=f"DDIM sampling {start + n}/{shape[0]}", disable=not progress)
+        for t in steps:
+            prediction = model(x, torch.full((n,), int(t), device=device, dtype=torch.long))
+            noise = torch.randn(x.shape, generator=generator).to(device) if eta > 0 else None
+            x = scheduler.step(prediction.float(), t, x, eta=eta, variance_noise=noise).prev_sample
+        batches.append(x.float().cpu())
+    return torch.cat(batches)
+
+
+def _display_slice(sample: np.ndarray) -> np.ndarray:
+    """First channel; the middle slice of 3D samples."""
+    image = sample[0]
+    return image[image.shape[0] // 2] if image.ndim == 3 else image
+
+
+def write_sample_grid(samples: np.ndarray, output_folder: Path, spacing: list[float],
+                      real_patches: np.ndarray | None = None, title: str = "") -> list[Path]:
+    """Write each sample as NIfTI (network-space intensities, the configuration's spacing) and a
+    PNG grid, with real patches beside the generated ones where given. Returns the files written."""
+    output_folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for i, sample in enumerate(samples):
+        array = sample[0] if sample.shape[0] == 1 else np.moveaxis(sample, 0, -1)
+        spatial = sample.shape[1:]
+        if len(spatial) == 2:
+            array = array[None]
+        image = sitk.GetImageFromArray(array.astype(np.float32), isVector=sample.shape[0] > 1)
+        spacing_zyx = ([1.0] if len(spatial) == 2 else []) + [float(s) for s in spacing]
+        image.SetSpacing(spacing_zyx[::-1])
+        path = output_folder / f"sample_{i:03d}.nii.gz"
+        sitk.WriteImage(image, str(path), True)
+        written.append(path)
+
+    rows = [("generated", samples)] + ([("real", real_patches)] if real_patches is not None else [])
+    columns = int(np.ceil(np.sqrt(len(samples))))
+    grid_rows = sum(int(np.ceil(len(s) / columns)) for _, s in rows)
+    shown = np.concatenate([s for _, s in rows])
+    vmin, vmax = np.percentile(shown, [1, 99])
+    fig, axes = plt.subplots(grid_rows, columns, figsize=(2 * columns, 2 * grid_rows + 0.6), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    row = 0
+    for label, group in rows:
+        for i, sample in enumerate(group):
+            ax = axes[row + i // columns, i % columns]
+            ax.imshow(_display_slice(sample), cmap="gray", vmin=vmin, vmax=vmax)
+            ax.set_title(f"{label} {i}", fontsize=8)
+        row += int(np.ceil(len(group) / columns))
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    grid = output_folder / "samples.png"
+    fig.savefig(grid, dpi=100)
+    plt.close(fig)
+    written.append(grid)
+    return written

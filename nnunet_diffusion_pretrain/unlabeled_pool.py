@@ -1,0 +1,231 @@
+"""The pretraining pool: unlabeled scans preprocessed with a labelled dataset's own plans.
+
+Pool cases live outside the labelled dataset (``$nnUNet_diffusion_pool``, default
+``$nnUNet_preprocessed/nnUNet_diffusion_pool``) in ``<DatasetXXX_Name>/<data_identifier>/``, so
+nnU-Net's raw and preprocessed folders, its CT statistics and its splits never change. Each case is
+preprocessed exactly as nnU-Net preprocesses an inference image (``run_case_npy`` without a label)
+and stored as blosc2 data plus a properties pickle, nnU-Net's own format, without a label file.
+
+Adding is restartable and all-or-nothing per run if asked: every case is first written to
+``.staging/`` (temporary name, then rename; its JSON record is written last and marks it complete),
+and only then moved into the pool and recorded in ``pool.json``. ``pool.json`` is the list of
+cases; a file that it does not name is never used.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import blosc2
+import numpy as np
+from nnunetv2.training.dataloading.nnunet_dataset import comp_blosc2_params
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+from tqdm import tqdm
+
+from nnunet_diffusion_pretrain.errors import UserFacingError
+from nnunet_diffusion_pretrain.planned_dataset import PlannedDataset
+from nnunet_diffusion_pretrain.unlabeled_inputs import (UnlabeledInput, UnreadableCaseError,
+                                                        discover_unlabeled_inputs, read_unlabeled_input)
+
+POOL_ENV = "nnUNet_diffusion_pool"
+MANIFEST = "pool.json"
+
+
+def pool_root() -> Path:
+    if os.environ.get(POOL_ENV):
+        return Path(os.environ[POOL_ENV])
+    if not os.environ.get("nnUNet_preprocessed"):
+        raise UserFacingError(f"neither {POOL_ENV} nor nnUNet_preprocessed is set")
+    return Path(os.environ["nnUNet_preprocessed"]) / "nnUNet_diffusion_pool"
+
+
+def pool_folder(dataset: PlannedDataset) -> Path:
+    return pool_root() / dataset.name / dataset.configuration_manager.data_identifier
+
+
+def preprocessing_fingerprint(dataset: PlannedDataset) -> dict:
+    """Everything in the plans that changes a preprocessed image; a pool made under other values
+    would silently train on differently normalised data, so it is refused."""
+    cm = dataset.configuration_manager
+    pm = dataset.plans_manager
+    return {
+        "plans_name": pm.plans_name,
+        "data_identifier": cm.data_identifier,
+        "spacing": list(cm.spacing),
+        "transpose_forward": list(pm.transpose_forward),
+        "normalization_schemes": list(cm.normalization_schemes),
+        "use_mask_for_norm": list(cm.use_mask_for_norm),
+        "foreground_intensity_properties_per_channel": pm.foreground_intensity_properties_per_channel,
+        "resampling_fn_data": cm.configuration["resampling_fn_data"],
+        "resampling_fn_data_kwargs": cm.configuration["resampling_fn_data_kwargs"],
+        "image_reader_writer": pm.plans["image_reader_writer"],
+    }
+
+
+def _write_atomically(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    _write_atomically(path, lambda p: p.write_text(json.dumps(obj, indent=2)))
+
+
+@dataclass
+class PoolManifest:
+    folder: Path
+    dataset_name: str
+    fingerprint: dict
+    cases: dict[str, dict] = field(default_factory=dict)  # case_id -> {"sha256", "sources", "shape"}
+
+    @classmethod
+    def open(cls, dataset: PlannedDataset, create: bool) -> "PoolManifest":
+        folder = pool_folder(dataset)
+        fingerprint = preprocessing_fingerprint(dataset)
+        path = folder / MANIFEST
+        if not path.is_file():
+            if not create:
+                return cls(folder, dataset.name, fingerprint)
+            folder.mkdir(parents=True, exist_ok=True)
+            manifest = cls(folder, dataset.name, fingerprint)
+            manifest.save()
+            return manifest
+        stored = json.loads(path.read_text())
+        if stored["fingerprint"] != fingerprint:
+            changed = sorted(k for k in fingerprint if stored["fingerprint"].get(k) != fingerprint[k])
+            raise UserFacingError(f"the pool in {folder} was preprocessed under other plans (differs in: "
+                                  f"{', '.join(changed)}); move it away and add the unlabeled scans again")
+        return cls(folder, stored["dataset_name"], fingerprint, stored["cases"])
+
+    def save(self) -> None:
+        _write_json(self.folder / MANIFEST, {"dataset_name": self.dataset_name, "fingerprint": self.fingerprint,
+                                             "cases": self.cases})
+
+    def known_hashes(self) -> set[str]:
+        return {c["sha256"] for c in self.cases.values()}
+
+    def data_file(self, case_id: str) -> Path:
+        return self.folder / f"{case_id}.b2nd"
+
+    def free_case_id(self, wanted: str, sha256: str) -> str:
+        return wanted if wanted not in self.cases else f"{wanted}_{sha256[:8]}"
+
+
+@dataclass(frozen=True)
+class _StageJob:
+    item: UnlabeledInput
+    plans: dict
+    configuration: str
+    dataset_json: dict
+    staging: str
+    known_hashes: frozenset
+
+
+def _stage_case(job: _StageJob) -> tuple[str, str]:
+    """Preprocess one case into the staging folder. Returns (status, message); runs in a worker."""
+    item = job.item
+    try:
+        sha = item.content_hash()
+    except (UnreadableCaseError, OSError) as e:
+        return "error", str(e) if isinstance(e, UnreadableCaseError) else f"{item.source}: {e}"
+    if sha in job.known_hashes:
+        return "duplicate", f"{item.source}: already in the pool"
+    staging = Path(job.staging)
+    record_file = staging / f"{sha}.json"
+    if record_file.is_file():
+        return "staged", sha
+    pm = PlansManager(job.plans)
+    cm = pm.get_configuration(job.configuration)
+    try:
+        data, properties = read_unlabeled_input(item, pm.image_reader_writer_class, job.dataset_json["file_ending"],
+                                                len(job.dataset_json["channel_names"]))
+        preprocessor = cm.preprocessor_class(verbose=False)
+        data, _, properties = preprocessor.run_case_npy(data, None, properties, pm, cm, job.dataset_json)
+    except UnreadableCaseError as e:
+        return "error", str(e)
+    except Exception as e:  # preprocessing failures are per case, like reading failures
+        return "error", f"{item.source}: preprocessing failed ({type(e).__name__}: {e})"
+    data = np.ascontiguousarray(data, dtype=np.float32)
+    blocks, chunks = comp_blosc2_params(data.shape, tuple(cm.patch_size), data.itemsize)
+    _write_atomically(staging / f"{sha}.b2nd", lambda p: blosc2.asarray(
+        data, urlpath=str(p), chunks=chunks, blocks=blocks, mode="w",
+        cparams={"codec": blosc2.Codec.LZ4HC, "clevel": 5, "nthreads": 1}))
+    _write_atomically(staging / f"{sha}.pkl", lambda p: p.write_bytes(pickle.dumps(properties)))
+    _write_json(record_file, {"case_id": item.case_id, "sha256": sha, "sources": [item.source],
+                              "shape": list(data.shape)})
+    return "staged", sha
+
+
+def _run_jobs(jobs: list[_StageJob], num_processes: int) -> Iterator[tuple[str, str]]:
+    if num_processes <= 1:
+        yield from map(_stage_case, jobs)
+        return
+    with multiprocessing.get_context("spawn").Pool(num_processes) as pool:
+        yield from pool.imap_unordered(_stage_case, jobs, chunksize=1)
+
+
+@dataclass
+class AddReport:
+    pool_folder: Path
+    added: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    committed: bool = True
+    disk_bytes: int = 0
+
+
+def add_unlabeled_to_pool(dataset: PlannedDataset, input_folder: Path, num_processes: int = 1,
+                          on_error: str = "abort") -> AddReport:
+    """Preprocess every new case under ``input_folder`` into the dataset's pool.
+
+    ``on_error='abort'``: if any case cannot be read, nothing of this run enters the pool (its
+    good cases stay staged, so fixing the bad file and re-running only does the rest).
+    ``on_error='skip'``: the readable cases go in; the others are reported.
+    """
+    if on_error not in ("abort", "skip"):
+        raise ValueError(f"on_error must be 'abort' or 'skip', got {on_error!r}")
+    manifest = PoolManifest.open(dataset, create=True)
+    staging = manifest.folder / ".staging"
+    staging.mkdir(exist_ok=True)
+    inputs, problems = discover_unlabeled_inputs(Path(input_folder))
+    report = AddReport(manifest.folder, errors=list(problems))
+    if not inputs and not problems:
+        raise UserFacingError(f"no images ({', '.join(('.nii.gz', '.nrrd', '.mha'))}) or DICOM series "
+                              f"found in {input_folder}")
+    known = frozenset(manifest.known_hashes())
+    jobs = [_StageJob(item, dataset.plans, dataset.configuration, dataset.dataset_json, str(staging), known)
+            for item in inputs]
+    staged: list[str] = []
+    for status, message in tqdm(_run_jobs(jobs, num_processes), total=len(jobs), desc="preprocessing unlabeled",
+                                unit="case"):
+        {"error": report.errors, "duplicate": report.duplicates, "staged": staged}[status].append(message)
+    if report.errors and on_error == "abort":
+        report.committed = False
+        return report
+    for sha in sorted(set(staged)):
+        _commit_staged(manifest, staging, sha, report)
+    report.disk_bytes = sum(f.stat().st_size for f in manifest.folder.iterdir() if f.is_file())
+    return report
+
+
+def _commit_staged(manifest: PoolManifest, staging: Path, sha: str, report: AddReport) -> None:
+    record = json.loads((staging / f"{sha}.json").read_text())
+    if sha in manifest.known_hashes():  # the same scan twice in one input folder
+        report.duplicates.append(f"{', '.join(record['sources'])}: same content as a case already in the pool")
+    else:
+        case_id = manifest.free_case_id(record["case_id"], sha)
+        for suffix in (".b2nd", ".pkl"):
+            # a run killed between this move and the manifest write left the file moved already
+            if (staging / f"{sha}{suffix}").exists() or not (manifest.folder / f"{case_id}{suffix}").exists():
+                os.replace(staging / f"{sha}{suffix}", manifest.folder / f"{case_id}{suffix}")
+        manifest.cases[case_id] = {k: record[k] for k in ("sha256", "sources", "shape")}
+        manifest.save()
+        report.added.append(case_id)
+    for suffix in (".b2nd", ".pkl", ".json"):
+        (staging / f"{sha}{suffix}").unlink(missing_ok=True)
