@@ -66,8 +66,8 @@ def write_sample_grid(samples: np.ndarray, output_folder: Path, spacing: list[fl
     rows = [("generated", samples)] + ([("real", real_patches)] if real_patches is not None else [])
     columns = int(np.ceil(np.sqrt(len(samples))))
     grid_rows = sum(int(np.ceil(len(s) / columns)) for _, s in rows)
-    shown = np.concatenate([s for _, s in rows])
-    vmin, vmax = np.percentile(shown, [1, 99])
+    # one intensity window for all, taken from the real patches where given: the target distribution
+    vmin, vmax = np.percentile(real_patches if real_patches is not None else samples, [0.5, 99.5])
     fig, axes = plt.subplots(grid_rows, columns, figsize=(2 * columns, 2 * grid_rows + 0.6), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")

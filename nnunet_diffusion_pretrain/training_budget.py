@@ -12,19 +12,22 @@ BUDGET_VARIABLES = {
 }
 
 
+def positive_int_from_env(variable: str, default: int | None = None) -> int | None:
+    """The variable's value as a positive integer, ``default`` if unset; a clear error otherwise."""
+    raw = os.environ.get(variable, "")
+    if raw == "":
+        return default
+    if not raw.strip().isdigit() or int(raw) < 1:
+        raise ValueError(f"{variable} must be a positive integer, got {raw!r}")
+    return int(raw)
+
+
 def apply_training_budget(trainer) -> dict[str, int]:
     """Override the trainer's schedule attributes from the variables that are set; returns them."""
     applied = {}
     for variable, attribute in BUDGET_VARIABLES.items():
-        raw = os.environ.get(variable)
-        if raw is None or raw == "":
-            continue
-        try:
-            value = int(raw)
-        except ValueError:
-            value = 0
-        if value < 1:
-            raise ValueError(f"{variable} must be a positive integer, got {raw!r}")
-        setattr(trainer, attribute, value)
-        applied[attribute] = value
+        value = positive_int_from_env(variable)
+        if value is not None:
+            setattr(trainer, attribute, value)
+            applied[attribute] = value
     return applied

@@ -7,6 +7,7 @@ handles the labelled images; DICOM series are assembled with SimpleITK first.
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import re
@@ -116,12 +117,22 @@ def discover_unlabeled_inputs(folder: Path) -> tuple[list[UnlabeledInput], list[
     return inputs, problems
 
 
+def _verify_gzip_stream(path: str) -> None:
+    """Decompress a .gz file to its end: ITK reads a truncated .nii.gz without complaint."""
+    if path.endswith(".gz"):
+        with gzip.open(path, "rb") as f:
+            while f.read(1 << 24):
+                pass
+
+
 def read_unlabeled_input(item: UnlabeledInput, reader_writer_class: type, file_ending: str,
                          num_channels: int) -> tuple[np.ndarray, dict]:
     """Read one case with the dataset's reader; returns (c, z, y, x) float32 data and properties."""
     reader = reader_writer_class()
     try:
         if item.dicom_dir is None:
+            for path in item.files:
+                _verify_gzip_stream(path)
             data, properties = reader.read_images(list(item.files))
         else:
             image = sitk.ReadImage(list(_dicom_series_files(item.dicom_dir)))

@@ -50,11 +50,11 @@ def pool_folder(dataset: PlannedDataset) -> Path:
 
 def preprocessing_fingerprint(dataset: PlannedDataset) -> dict:
     """Everything in the plans that changes a preprocessed image; a pool made under other values
-    would silently train on differently normalised data, so it is refused."""
+    would silently train on differently normalised data, so it is refused. (Plans that share a data
+    identifier, such as nnUNetPlans and the ResEnc presets, share their preprocessed data, as in nnU-Net.)"""
     cm = dataset.configuration_manager
     pm = dataset.plans_manager
     return {
-        "plans_name": pm.plans_name,
         "data_identifier": cm.data_identifier,
         "spacing": list(cm.spacing),
         "transpose_forward": list(pm.transpose_forward),

@@ -33,7 +33,7 @@ from nnunet_diffusion_pretrain.pretraining_data import (PretrainingImages, cente
 from nnunet_diffusion_pretrain.pretraining_record import RECORD_KEY, pretraining_record, record_mismatches
 from nnunet_diffusion_pretrain.sampling import ddim_sample, write_sample_grid
 from nnunet_diffusion_pretrain.time_conditioning import TimeConditionedUNet, strip_unused_heads
-from nnunet_diffusion_pretrain.training_budget import apply_training_budget
+from nnunet_diffusion_pretrain.training_budget import apply_training_budget, positive_int_from_env
 from nnunet_diffusion_pretrain.unlabeled_pool import PoolManifest
 
 MID_T_LOSS_KEY = "val_losses_mid_t"
@@ -45,7 +45,6 @@ class NonFiniteLossError(FloatingPointError):
 
 class nnUNetTrainerDiffusionPretrain(nnUNetTrainer):
     diffusion_settings = DiffusionSettings()
-    num_samples_2d, num_samples_3d, num_sampling_steps = 16, 4, 50
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -60,6 +59,10 @@ class nnUNetTrainerDiffusionPretrain(nnUNetTrainer):
         self.best_heldout_loss = None
         self._iteration = 0
         self.logger.local_logger.my_fantastic_logging[MID_T_LOSS_KEY] = []
+        # end-of-training sample grid; both settable for quick runs
+        self.num_samples = positive_int_from_env("nnUNet_diffusion_num_samples",
+                                                 16 if len(self.configuration_manager.patch_size) == 2 else 4)
+        self.num_sampling_steps = positive_int_from_env("nnUNet_diffusion_sampling_steps", 50)
         budget = apply_training_budget(self)
         if budget:
             self.print_to_log_file(f"Training budget from the environment: {budget}")
@@ -274,7 +277,7 @@ class nnUNetTrainerDiffusionPretrain(nnUNetTrainer):
         if self.local_rank != 0:
             return
         patch_size = list(self.configuration_manager.patch_size)
-        n = self.num_samples_2d if len(patch_size) == 2 else self.num_samples_3d
+        n = self.num_samples
         denoiser = self.denoiser()
         self.print_to_log_file(f"Sampling {n} images with DDIM ({self.num_sampling_steps} steps, EMA weights)")
         with ema_weights_applied(denoiser, self.ema):

@@ -1,0 +1,89 @@
+"""Shared fixtures: an nnU-Net environment in a temporary folder with a small planned phantom.
+
+Everything runs through the real console commands (``nnUNetv2_*``) in subprocesses, as a user
+would run them; planning happens once per test session.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nnunet_diffusion_pretrain.cli.setup_env import ext_trainer_folder
+from nnunet_diffusion_pretrain.phantom import write_phantom_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+TEST_TRAINERS = Path(__file__).resolve().parent / "ext_trainers_for_tests"
+PHANTOM_ID, PHANTOM_NAME = 991, "TestPhantom"
+PHANTOM_SHAPE = (16, 48, 48)
+RESENC_TINY = "2d_tiny"  # a configuration inheriting from 2d with a CPU-sized batch, the nnU-Net way
+
+
+def command(name: str) -> str:
+    """Console scripts live next to the interpreter running the tests."""
+    return str(Path(sys.executable).parent / name)
+
+
+def run(args: list[str], env: dict, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+    result = subprocess.run(args, env=env, capture_output=True, text=True, encoding="utf-8",
+                            errors="replace", timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed with {result.returncode}\nSTDOUT:\n{result.stdout[-4000:]}"
+                             f"\nSTDERR:\n{result.stderr[-4000:]}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def nnunet_env(tmp_path_factory) -> dict:
+    """Environment for subprocesses: fresh nnU-Net folders, our trainers findable, CPU-friendly."""
+    root = tmp_path_factory.mktemp("nnunet")
+    env = dict(os.environ)
+    env.update({
+        "nnUNet_raw": str(root / "raw"), "nnUNet_preprocessed": str(root / "preprocessed"),
+        "nnUNet_results": str(root / "results"),
+        "nnUNet_extTrainer": os.pathsep.join([ext_trainer_folder(), str(TEST_TRAINERS)]),
+        "nnUNet_def_n_proc": "1", "nnUNet_compile": "f", "PYTHONUNBUFFERED": "1",
+        "nnUNet_diffusion_sampling_steps": "4",
+    })
+    env.pop("nnUNet_diffusion_pool", None)
+    for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        Path(env[k]).mkdir(parents=True)
+    return env
+
+
+def training_env(env: dict, **budget: int) -> dict:
+    """Environment for ``nnUNetv2_train``: augmentation in-process and a tiny budget."""
+    out = dict(env, nnUNet_n_proc_DA="0")
+    out.update({f"nnUNet_{k}": str(v) for k, v in budget.items()})
+    return out
+
+
+@pytest.fixture(scope="session")
+def planned_phantom(nnunet_env, tmp_path_factory) -> dict:
+    """Phantom dataset 991 planned for 2d and 3d_fullres (default and ResEnc-M plans), plus a folder
+    of unlabeled scans. Returns paths."""
+    unlabeled = tmp_path_factory.mktemp("unlabeled_ct")
+    raw = Path(nnunet_env["nnUNet_raw"]) / f"Dataset{PHANTOM_ID}_{PHANTOM_NAME}"
+    write_phantom_dataset(raw, num_labelled=5, unlabeled_folder=unlabeled, num_unlabeled=4, seed=1,
+                          shape=PHANTOM_SHAPE)
+    run([command("nnUNetv2_plan_and_preprocess"), "-d", str(PHANTOM_ID), "-c", "2d", "3d_fullres", "-np", "2",
+         "--verify_dataset_integrity"], nnunet_env)
+    run([command("nnUNetv2_plan_experiment"), "-d", str(PHANTOM_ID), "-pl", "nnUNetPlannerResEncM"], nnunet_env)
+    preprocessed = Path(nnunet_env["nnUNet_preprocessed"]) / raw.name
+    resenc_file = preprocessed / "nnUNetResEncUNetMPlans.json"
+    resenc = json.loads(resenc_file.read_text())
+    resenc["configurations"][RESENC_TINY] = {"inherits_from": "2d", "batch_size": 4}
+    resenc_file.write_text(json.dumps(resenc, indent=2))
+    return {"raw": raw, "preprocessed": preprocessed, "unlabeled": unlabeled, "name": raw.name,
+            "id": PHANTOM_ID}
+
+
+def tree_snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """(size, mtime_ns) of every file below ``folder``: proves a command changed nothing there."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}

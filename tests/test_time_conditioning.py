@@ -1,0 +1,71 @@
+"""The denoiser is nnU-Net's planned network plus separate conditioning modules."""
+from __future__ import annotations
+
+import pytest
+import torch
+from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+from nnunet_diffusion_pretrain.training import nnUNetTrainerDiffusionPretrain
+
+PLANS = ["nnUNetPlans", "nnUNetResEncUNetMPlans"]
+CONFIGURATIONS = ["2d", "3d_fullres"]
+
+
+def build_pair(preprocessed, plans: str, configuration: str):
+    pm = PlansManager(str(preprocessed / f"{plans}.json"))
+    cm = pm.get_configuration(configuration)
+    segmentation = nnUNetTrainer.build_network_architecture(pm, cm, 1, 5, enable_deep_supervision=True)
+    denoiser = nnUNetTrainerDiffusionPretrain.build_network_architecture(pm, cm, 1, 5)
+    return pm, cm, segmentation, denoiser
+
+
+@pytest.mark.parametrize("plans", PLANS)
+@pytest.mark.parametrize("configuration", CONFIGURATIONS)
+def test_every_segmentation_parameter_exists_unchanged_in_denoiser(planned_phantom, plans, configuration, tmp_path):
+    _, cm, segmentation, denoiser = build_pair(planned_phantom["preprocessed"], plans, configuration)
+    expected_class = cm.network_arch_class_name.split(".")[-1]
+    assert type(segmentation).__name__ == expected_class
+    seg_state, den_state = segmentation.state_dict(), denoiser.state_dict()
+    transferable = [k for k in seg_state if ".seg_layers." not in k]
+    assert len(transferable) > 20
+    for key in transferable:
+        assert key in den_state, f"{key} missing from the denoiser"
+        assert den_state[key].shape == seg_state[key].shape, key
+    extra = {k.split(".")[0] for k in den_state if k not in seg_state}
+    assert extra == {"time_embedding", "film", "decoder"} or extra == {"time_embedding", "film"}
+    assert all(".seg_layers." in k for k in den_state if k not in seg_state and k.startswith("decoder"))
+    # nnU-Net's own -pretrained_weights loader accepts the denoiser's weights 1:1
+    torch.save({"network_weights": den_state}, tmp_path / "w.pth")
+    load_pretrained_weights(segmentation, str(tmp_path / "w.pth"), verbose=False)
+    for key in transferable:
+        assert torch.equal(segmentation.state_dict()[key], den_state[key])
+
+
+def test_untrained_denoiser_equals_plain_unet_and_conditioning_acts(planned_phantom):
+    pm, cm, _, denoiser = build_pair(planned_phantom["preprocessed"], "nnUNetPlans", "2d")
+    plain = nnUNetTrainer.build_network_architecture(pm, cm, 1, 1, enable_deep_supervision=False)
+    plain.load_state_dict({k: v for k, v in denoiser.state_dict().items() if k in plain.state_dict()},
+                          strict=False)
+    plain.decoder.seg_layers[-1].load_state_dict(denoiser.decoder.seg_layers[-1].state_dict())
+    x = torch.randn(2, 1, *cm.patch_size)
+    t = torch.tensor([10, 900])
+    with torch.no_grad():
+        out = denoiser(x, t)
+        assert out.shape == x.shape
+        assert torch.allclose(out, plain(x), atol=1e-5), "zero-initialised FiLM must be the identity"
+        for layer in denoiser.film:
+            torch.nn.init.normal_(layer.weight, std=0.1)
+        same_x = x[:1].repeat(2, 1, 1, 1)
+        out_t = denoiser(same_x, t)
+        assert not torch.allclose(out_t[0], out_t[1], atol=1e-4), "output must depend on the timestep"
+
+
+def test_gradients_reach_conditioning_and_backbone(planned_phantom):
+    _, cm, _, denoiser = build_pair(planned_phantom["preprocessed"], "nnUNetPlans", "2d")
+    x = torch.randn(2, 1, *cm.patch_size)
+    denoiser(x, torch.tensor([1, 500])).square().mean().backward()
+    assert denoiser.film[0].weight.grad.abs().sum() > 0
+    assert denoiser.time_embedding[1].linear_1.weight.grad is not None
+    assert denoiser.encoder.stages[0][0].convs[0].conv.weight.grad.abs().sum() > 0
