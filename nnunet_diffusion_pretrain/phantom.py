@@ -18,6 +18,8 @@ import SimpleITK as sitk
 from scipy.ndimage import gaussian_filter
 from tqdm import tqdm
 
+from nnunet_diffusion_pretrain.errors import UserFacingError
+
 LABELS = {"background": 0, "liver": 1, "right_kidney": 2, "left_kidney": 3, "spleen": 4}
 DEFAULT_SHAPE = (24, 64, 64)
 DEFAULT_SPACING_XYZ = (5.0, 5.0, 5.0)
@@ -106,7 +108,7 @@ def write_phantom_dataset(dataset_folder: Path, num_labelled: int, unlabeled_fol
     for t in targets:
         if t.exists() and any(t.iterdir()):
             if not overwrite:
-                raise FileExistsError(f"{t} already exists and is not empty; pass --overwrite to replace it")
+                raise UserFacingError(f"{t} already exists and is not empty; pass --overwrite to replace it")
             shutil.rmtree(t)
     (dataset_folder / "imagesTr").mkdir(parents=True, exist_ok=True)
     (dataset_folder / "labelsTr").mkdir(parents=True, exist_ok=True)
@@ -135,5 +137,5 @@ def raw_dataset_folder(dataset_id: int, name: str) -> Path:
     """Where nnU-Net expects raw dataset ``dataset_id`` (requires ``nnUNet_raw``)."""
     raw = os.environ.get("nnUNet_raw")
     if not raw:
-        raise RuntimeError("nnUNet_raw is not set; export it as for any nnU-Net command")
+        raise UserFacingError("nnUNet_raw is not set; export it as for any nnU-Net command")
     return Path(raw) / f"Dataset{dataset_id:03d}_{name}"

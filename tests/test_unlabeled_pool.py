@@ -22,21 +22,27 @@ def add(env, dataset, folder, *extra, check=True):
 
 
 def pool_dir(env, planned, data_identifier="nnUNetPlans_2d") -> Path:
-    return Path(env["nnUNet_preprocessed"]) / "nnUNet_diffusion_pool" / planned["name"] / data_identifier
+    return Path(env["nnUNet_diffusion_pool"]) / planned["name"] / data_identifier
 
 
 @pytest.fixture(scope="module")
-def filled_pool(nnunet_env, planned_phantom):
+def pool_env(nnunet_env, tmp_path_factory):
+    """These tests get a pool of their own (nnUNet_diffusion_pool moves it), so test order does not matter."""
+    return dict(nnunet_env, nnUNet_diffusion_pool=str(tmp_path_factory.mktemp("pool")))
+
+
+@pytest.fixture(scope="module")
+def filled_pool(pool_env, planned_phantom):
     before = {k: tree_snapshot(planned_phantom[k]) for k in ("raw", "preprocessed")}
-    first = add(nnunet_env, planned_phantom["id"], planned_phantom["unlabeled"], "-c", "2d", "3d_fullres")
+    first = add(pool_env, planned_phantom["id"], planned_phantom["unlabeled"], "-c", "2d", "3d_fullres")
     after = {k: tree_snapshot(planned_phantom[k]) for k in ("raw", "preprocessed")}
     return {"first": first, "before": before, "after": after}
 
 
-def test_pool_is_filled_without_touching_the_labelled_dataset(nnunet_env, planned_phantom, filled_pool):
+def test_pool_is_filled_without_touching_the_labelled_dataset(pool_env, planned_phantom, filled_pool):
     assert filled_pool["before"] == filled_pool["after"], "raw or preprocessed dataset folder changed"
     for identifier in ("nnUNetPlans_2d", "nnUNetPlans_3d_fullres"):
-        folder = pool_dir(nnunet_env, planned_phantom, identifier)
+        folder = pool_dir(pool_env, planned_phantom, identifier)
         manifest = json.loads((folder / "pool.json").read_text())
         assert sorted(manifest["cases"]) == [f"unlabeled_scan_{i:03d}" for i in range(4)]
         for case in manifest["cases"]:
@@ -45,37 +51,37 @@ def test_pool_is_filled_without_touching_the_labelled_dataset(nnunet_env, planne
     assert "added 4 case(s)" in filled_pool["first"].stdout
 
 
-def test_rerunning_adds_nothing_twice(nnunet_env, planned_phantom, filled_pool):
-    folder = pool_dir(nnunet_env, planned_phantom)
+def test_rerunning_adds_nothing_twice(pool_env, planned_phantom, filled_pool):
+    folder = pool_dir(pool_env, planned_phantom)
     before = tree_snapshot(folder)
-    again = add(nnunet_env, planned_phantom["id"], planned_phantom["unlabeled"], "-c", "2d")
+    again = add(pool_env, planned_phantom["id"], planned_phantom["unlabeled"], "-c", "2d")
     assert "added 0 case(s), skipped 4 already present" in again.stdout
     assert tree_snapshot(folder) == before
 
 
-def test_pool_case_is_exactly_nnunets_inference_preprocessing(nnunet_env, planned_phantom, filled_pool):
+def test_pool_case_is_exactly_nnunets_inference_preprocessing(pool_env, planned_phantom, filled_pool):
     pm = PlansManager(str(planned_phantom["preprocessed"] / "nnUNetPlans.json"))
     dataset_json = json.loads((planned_phantom["preprocessed"] / "dataset.json").read_text())
     for configuration in ("2d", "3d_fullres"):
         cm = pm.get_configuration(configuration)
         expected, _, _ = DefaultPreprocessor(verbose=False).run_case(
             [str(planned_phantom["unlabeled"] / "unlabeled_scan_002.nii.gz")], None, pm, cm, dataset_json)
-        folder = pool_dir(nnunet_env, planned_phantom, cm.data_identifier)
+        folder = pool_dir(pool_env, planned_phantom, cm.data_identifier)
         stored = blosc2.open(str(folder / "unlabeled_scan_002.b2nd"))[:]
         np.testing.assert_allclose(stored, expected, rtol=1e-6, atol=1e-6)
         properties = pickle.loads((folder / "unlabeled_scan_002.pkl").read_bytes())
         assert properties["shape_before_cropping"] == expected.shape[1:] or "spacing" in properties
 
 
-def test_labelled_training_image_matches_nnunets_own_preprocessed_data(nnunet_env, planned_phantom, tmp_path):
+def test_labelled_training_image_matches_nnunets_own_preprocessed_data(pool_env, planned_phantom, tmp_path):
     """The same scan, once through the pool and once through nnU-Net's training preprocessing,
     gives the same array: same spacing, same CT clipping and normalisation."""
     image = planned_phantom["raw"] / "imagesTr" / "phantom_000_0000.nii.gz"
     copy = tmp_path / "labelled_copy"
     copy.mkdir()
     (copy / "copy_of_phantom_000.nii.gz").write_bytes(image.read_bytes())
-    add(nnunet_env, planned_phantom["id"], copy, "-c", "2d")
-    pooled = blosc2.open(str(pool_dir(nnunet_env, planned_phantom) / "copy_of_phantom_000.b2nd"))[:]
+    add(pool_env, planned_phantom["id"], copy, "-c", "2d")
+    pooled = blosc2.open(str(pool_dir(pool_env, planned_phantom) / "copy_of_phantom_000.b2nd"))[:]
     nnunet = blosc2.open(str(planned_phantom["preprocessed"] / "nnUNetPlans_2d" / "phantom_000.b2nd"))[:]
     np.testing.assert_allclose(pooled, nnunet, rtol=1e-5, atol=1e-5)
 
@@ -97,12 +103,12 @@ def _write_dicom_series(volume: np.ndarray, folder: Path, series_uid: str) -> No
         writer.Execute(s)
 
 
-def test_dicom_series_folders_enter_the_pool(nnunet_env, planned_phantom, tmp_path):
+def test_dicom_series_folders_enter_the_pool(pool_env, planned_phantom, tmp_path):
     volume, _ = make_phantom_volume(np.random.default_rng(7), (16, 48, 48))
     _write_dicom_series(np.round(volume), tmp_path / "dicom" / "patient_a", "1.2.3.4.1")
-    result = add(nnunet_env, planned_phantom["id"], tmp_path / "dicom", "-c", "2d")
+    result = add(pool_env, planned_phantom["id"], tmp_path / "dicom", "-c", "2d")
     assert "added 1 case(s)" in result.stdout
-    manifest = json.loads((pool_dir(nnunet_env, planned_phantom) / "pool.json").read_text())
+    manifest = json.loads((pool_dir(pool_env, planned_phantom) / "pool.json").read_text())
     assert manifest["cases"]["patient_a"]["shape"] == [1, 16, 48, 48]
 
 
@@ -125,26 +131,26 @@ def _bad_inputs(folder: Path) -> dict[str, str]:
             "flat.nii.gz": "same value"}
 
 
-def test_bad_files_abort_everything_by_default_and_are_skipped_on_request(nnunet_env, planned_phantom, filled_pool,
+def test_bad_files_abort_everything_by_default_and_are_skipped_on_request(pool_env, planned_phantom, filled_pool,
                                                                          tmp_path):
     bad = _bad_inputs(tmp_path / "mixed")
-    folder = pool_dir(nnunet_env, planned_phantom, "nnUNetPlans_3d_fullres")
+    folder = pool_dir(pool_env, planned_phantom, "nnUNetPlans_3d_fullres")
     before = json.loads((folder / "pool.json").read_text())["cases"]
-    aborted = add(nnunet_env, planned_phantom["id"], tmp_path / "mixed", "-c", "3d_fullres", check=False)
+    aborted = add(pool_env, planned_phantom["id"], tmp_path / "mixed", "-c", "3d_fullres", check=False)
     assert aborted.returncode == 1
     for name, words in bad.items():
         line = next((l for l in aborted.stderr.splitlines() if name in l), "")
         assert line.startswith("ERROR:") and words in line, (name, aborted.stderr)
     assert json.loads((folder / "pool.json").read_text())["cases"] == before, "abort must add nothing"
-    skipped = add(nnunet_env, planned_phantom["id"], tmp_path / "mixed", "-c", "3d_fullres", "--on-error", "skip")
+    skipped = add(pool_env, planned_phantom["id"], tmp_path / "mixed", "-c", "3d_fullres", "--on-error", "skip")
     assert "added 1 case(s)" in skipped.stdout and "5 unreadable" in skipped.stdout
     assert set(json.loads((folder / "pool.json").read_text())["cases"]) == set(before) | {"good_scan"}
 
 
-def test_unplanned_dataset_and_missing_configuration_are_clear_errors(nnunet_env, planned_phantom):
-    missing = add(nnunet_env, 123, planned_phantom["unlabeled"], check=False)
+def test_unplanned_dataset_and_missing_configuration_are_clear_errors(pool_env, planned_phantom):
+    missing = add(pool_env, 123, planned_phantom["unlabeled"], check=False)
     assert missing.returncode == 1 and missing.stderr.startswith("ERROR: dataset 123 not found")
-    config = add(nnunet_env, planned_phantom["id"], planned_phantom["unlabeled"], "-c", "3d_lowres", check=False)
+    config = add(pool_env, planned_phantom["id"], planned_phantom["unlabeled"], "-c", "3d_lowres", check=False)
     assert config.returncode == 1 and "configuration '3d_lowres' is not in nnUNetPlans.json" in config.stderr
-    unplanned = add(nnunet_env, planned_phantom["id"], planned_phantom["unlabeled"], "-p", "OtherPlans", check=False)
+    unplanned = add(pool_env, planned_phantom["id"], planned_phantom["unlabeled"], "-p", "OtherPlans", check=False)
     assert unplanned.returncode == 1 and "run nnUNetv2_plan_and_preprocess -d 991 first" in unplanned.stderr

@@ -1,0 +1,162 @@
+"""``nnUNetv2_train ... -tr nnUNetTrainerDiffusionPretrain`` through the stock command."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import blosc2
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+from conftest import RESENC_TINY, command, run, training_env
+from nnunet_diffusion_pretrain.checkpoint_io import load_checkpoint_safely
+from nnunet_diffusion_pretrain.noise_schedule import DiffusionSettings, denoising_loss, predicted_clean_image
+from nnunet_diffusion_pretrain.pretraining_data import split_pool
+from nnunet_diffusion_pretrain.pretraining_record import RECORD_KEY
+from nnunet_diffusion_pretrain.training import nnUNetTrainerDiffusionPretrain
+
+TRAINER = "nnUNetTrainerDiffusionPretrain"
+
+
+def train(env, dataset, configuration, fold="all", *extra, trainer=TRAINER, check=True):
+    return run([command("nnUNetv2_train"), str(dataset), configuration, str(fold), "-tr", trainer, "-device", "cpu",
+                *extra], env, check=check)
+
+
+def fold_folder(env, planned, configuration, fold="all", trainer=TRAINER, plans="nnUNetPlans") -> Path:
+    return Path(env["nnUNet_results"]) / planned["name"] / f"{trainer}__{plans}__{configuration}" / f"fold_{fold}"
+
+
+@pytest.fixture(scope="module")
+def pool_2d_3d(nnunet_env, planned_phantom):
+    run([command("nnUNetv2_diffusion_add_unlabeled"), "-d", str(planned_phantom["id"]), "-c", "2d", "3d_fullres",
+         "-i", str(planned_phantom["unlabeled"])], nnunet_env)
+
+
+@pytest.fixture(scope="module")
+def pretrained_2d(nnunet_env, planned_phantom, pool_2d_3d):
+    env = training_env(nnunet_env, num_epochs=2, num_iterations_per_epoch=3, num_val_iterations_per_epoch=1)
+    result = train(env, planned_phantom["id"], "2d")
+    return {"result": result, "folder": fold_folder(nnunet_env, planned_phantom, "2d")}
+
+
+def test_2d_pretraining_writes_checkpoint_log_plot_and_samples(pretrained_2d):
+    folder = pretrained_2d["folder"]
+    checkpoint = load_checkpoint_safely(folder / "checkpoint_final.pth")  # weights_only=True: no pickled code
+    assert checkpoint["current_epoch"] == 2 and checkpoint["trainer_name"] == TRAINER
+    record = checkpoint[RECORD_KEY]
+    assert record["plans_name"] == "nnUNetPlans" and record["configuration"] == "2d"
+    assert record["data_identifier"] == "nnUNetPlans_2d"
+    assert record["network_class_name"].endswith("PlainConvUNet") and record["arch_kwargs"]["n_stages"] >= 3
+    assert (record["num_train_timesteps"], record["beta_schedule"], record["prediction_type"]) == \
+        (1000, "linear", "epsilon")
+    assert all(t.device.type == "cpu" for t in checkpoint["network_weights"].values())
+    ema, online = checkpoint["network_weights"], checkpoint["online_network_weights"]
+    assert ema.keys() == online.keys()
+    assert any(not torch.equal(ema[k], online[k]) for k in ema), "network_weights must be the EMA weights"
+    assert len(checkpoint["logging"]["val_losses"]) == 2 and len(checkpoint["logging"]["train_losses"]) == 2
+    log = next(folder.glob("training_log_*.txt")).read_text()
+    assert log.count("(at t=500:") == 2
+    assert (folder / "progress.png").stat().st_size > 10_000
+    samples = sorted((folder / "samples").glob("sample_*.nii.gz"))
+    assert len(samples) == 16 and (folder / "samples" / "samples.png").stat().st_size > 5_000
+    array = sitk.GetArrayFromImage(sitk.ReadImage(str(samples[0])))
+    assert array.shape == (1, *record["patch_size"]) and np.isfinite(array).all()
+
+
+def test_continue_with_c_resumes_from_the_checkpoint(nnunet_env, planned_phantom, pretrained_2d):
+    folder = pretrained_2d["folder"]
+    first = load_checkpoint_safely(folder / "checkpoint_final.pth")
+    env = training_env(nnunet_env, num_epochs=3, num_iterations_per_epoch=3, num_val_iterations_per_epoch=1)
+    result = train(env, planned_phantom["id"], "2d", "all", "--c")
+    assert "Epoch 2" in result.stdout and "Epoch 0" not in result.stdout and "Epoch 1\n" not in result.stdout
+    resumed = load_checkpoint_safely(folder / "checkpoint_final.pth")
+    assert resumed["current_epoch"] == 3
+    assert resumed["logging"]["train_losses"][:2] == first["logging"]["train_losses"]
+    assert resumed["ema_state"]["optimization_step"] == first["ema_state"]["optimization_step"] + 3
+
+
+def test_3d_fullres_pretraining(nnunet_env, planned_phantom, pool_2d_3d):
+    env = training_env(nnunet_env, num_epochs=1, num_iterations_per_epoch=2, num_val_iterations_per_epoch=1)
+    env["nnUNet_diffusion_num_samples"] = "2"
+    train(env, planned_phantom["id"], "3d_fullres")
+    folder = fold_folder(nnunet_env, planned_phantom, "3d_fullres")
+    record = load_checkpoint_safely(folder / "checkpoint_final.pth")[RECORD_KEY]
+    assert len(record["patch_size"]) == 3
+    sample = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "samples" / "sample_001.nii.gz")))
+    assert sample.shape == tuple(record["patch_size"])
+
+
+def test_residual_encoder_plans_with_cosine_v_prediction(nnunet_env, planned_phantom, pool_2d_3d):
+    trainer = "nnUNetTrainerDiffusionPretrain_cosine_vpred"
+    env = training_env(nnunet_env, num_epochs=1, num_iterations_per_epoch=2, num_val_iterations_per_epoch=1)
+    env["nnUNet_diffusion_num_samples"] = "2"
+    train(env, planned_phantom["id"], RESENC_TINY, "all", "-p", "nnUNetResEncUNetMPlans", trainer=trainer)
+    folder = fold_folder(nnunet_env, planned_phantom, RESENC_TINY, trainer=trainer, plans="nnUNetResEncUNetMPlans")
+    record = load_checkpoint_safely(folder / "checkpoint_final.pth")[RECORD_KEY]
+    assert record["network_class_name"].endswith("ResidualEncoderUNet")
+    assert (record["beta_schedule"], record["prediction_type"]) == ("cosine", "v_prediction")
+    assert record["plans_name"] == "nnUNetResEncUNetMPlans"
+
+
+def test_fold_k_holds_out_that_splits_validation_cases(nnunet_env, planned_phantom, pool_2d_3d):
+    env = training_env(nnunet_env, num_epochs=1, num_iterations_per_epoch=1, num_val_iterations_per_epoch=1)
+    env["nnUNet_diffusion_num_samples"] = "1"
+    result = train(env, planned_phantom["id"], "2d", 0)
+    pool = Path(nnunet_env["nnUNet_preprocessed"]) / "nnUNet_diffusion_pool" / planned_phantom["name"] / "nnUNetPlans_2d"
+    pool_train, pool_held_out = split_pool(sorted(json.loads((pool / "pool.json").read_text())["cases"]))
+    assert pool_held_out and pool_train
+    splits = json.loads((planned_phantom["preprocessed"] / "splits_final.json").read_text())
+    assert f"Pretraining images: {len(splits[0]['train'])} labelled cases (labels unused) + {len(pool_train)} " \
+           f"pool cases" in result.stdout
+    assert f"held out: {len(splits[0]['val'])} labelled + {len(pool_held_out)} pool cases" in result.stdout
+
+
+def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(nnunet_env, planned_phantom, pool_2d_3d):
+    trainer = "nnUNetTrainerDiffusionPretrainNaNTest"
+    env = training_env(nnunet_env, num_epochs=3, num_iterations_per_epoch=2, num_val_iterations_per_epoch=1,
+                       save_every=1)
+    result = train(env, planned_phantom["id"], "2d", "all", trainer=trainer, check=False)
+    assert result.returncode != 0
+    assert "Training stopped: the denoising loss became NaN/inf at epoch 1, iteration 1" in result.stdout
+    folder = fold_folder(nnunet_env, planned_phantom, "2d", trainer=trainer)
+    assert not (folder / "checkpoint_final.pth").exists()
+    latest = load_checkpoint_safely(folder / "checkpoint_latest.pth")
+    assert latest["current_epoch"] == 1
+    assert all(torch.isfinite(t).all() for t in latest["network_weights"].values() if t.is_floating_point())
+
+
+def test_pretraining_really_learns_to_denoise_held_out_images(nnunet_env, planned_phantom, pool_2d_3d):
+    """Over a short run the held-out loss at mid-range noise falls clearly, and the pretrained
+    denoiser removes more noise from held-out images than an untrained one."""
+    env = training_env(nnunet_env, num_epochs=4, num_iterations_per_epoch=25, num_val_iterations_per_epoch=2)
+    env["nnUNet_diffusion_num_samples"] = "1"
+    train(env, planned_phantom["id"], "2d", 1)
+    checkpoint = load_checkpoint_safely(fold_folder(nnunet_env, planned_phantom, "2d", 1) / "checkpoint_final.pth")
+    mid_t_losses = checkpoint["logging"]["val_losses_mid_t"]
+    assert mid_t_losses[-1] < 0.7 * mid_t_losses[0], mid_t_losses
+
+    pm = PlansManager(str(planned_phantom["preprocessed"] / "nnUNetPlans.json"))
+    cm = pm.get_configuration("2d")
+    torch.manual_seed(0)
+    untrained = nnUNetTrainerDiffusionPretrain.build_network_architecture(pm, cm, 1, 1).eval()
+    trained = nnUNetTrainerDiffusionPretrain.build_network_architecture(pm, cm, 1, 1).eval()
+    trained.load_state_dict(checkpoint["network_weights"])
+    held_out = json.loads((planned_phantom["preprocessed"] / "splits_final.json").read_text())[1]["val"]
+    volumes = [blosc2.open(str(planned_phantom["preprocessed"] / "nnUNetPlans_2d" / f"{k}.b2nd"))[:] for k in held_out]
+    x0 = torch.from_numpy(np.stack([v[:, z] for v in volumes for z in range(2, v.shape[1] - 2, 3)])).float()
+    scheduler = DiffusionSettings().ddpm_scheduler()
+    t = 500
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
+    timesteps = torch.full((x0.shape[0],), t)
+    x_t = scheduler.add_noise(x0, noise, timesteps)
+    with torch.no_grad():
+        errors = {name: torch.mean((predicted_clean_image(scheduler, net(x_t, timesteps), x_t, t) - x0) ** 2).item()
+                  for name, net in (("trained", trained), ("untrained", untrained))}
+        losses = {name: denoising_loss(net, scheduler, x0, timesteps, noise).item()
+                  for name, net in (("trained", trained), ("untrained", untrained))}
+    assert losses["trained"] < 0.5 * losses["untrained"], losses
+    assert errors["trained"] < 0.5 * errors["untrained"], errors
