@@ -21,8 +21,8 @@ from tqdm import tqdm
 from nnunet_diffusion_pretrain.errors import UserFacingError
 
 LABELS = {"background": 0, "liver": 1, "right_kidney": 2, "left_kidney": 3, "spleen": 4}
-DEFAULT_SHAPE = (24, 64, 64)
-DEFAULT_SPACING_XYZ = (5.0, 5.0, 5.0)
+DEFAULT_SHAPE = (24, 48, 48)
+DEFAULT_SPACING_XYZ = (6.5, 6.5, 5.0)
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from nnunet_diffusion_pretrain.cli.console_scripts import console_script as command
 from nnunet_diffusion_pretrain.cli.setup_env import ext_trainer_folder
 from nnunet_diffusion_pretrain.phantom import write_phantom_dataset
 
@@ -22,11 +22,6 @@ TEST_TRAINERS = Path(__file__).resolve().parent / "ext_trainers_for_tests"
 PHANTOM_ID, PHANTOM_NAME = 991, "TestPhantom"
 PHANTOM_SHAPE = (16, 48, 48)
 RESENC_TINY = "2d_tiny"  # a configuration inheriting from 2d with a CPU-sized batch, the nnU-Net way
-
-
-def command(name: str) -> str:
-    """Console scripts live next to the interpreter running the tests."""
-    return str(Path(sys.executable).parent / name)
 
 
 def run(args: list[str], env: dict, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
