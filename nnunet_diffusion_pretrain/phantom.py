@@ -22,7 +22,7 @@ from nnunet_diffusion_pretrain.errors import UserFacingError
 
 LABELS = {"background": 0, "liver": 1, "right_kidney": 2, "left_kidney": 3, "spleen": 4}
 DEFAULT_SHAPE = (24, 48, 48)
-DEFAULT_SPACING_XYZ = (6.5, 6.5, 5.0)
+DEFAULT_SPACING_XYZ = (6.0, 6.0, 8.0)  # z coarsest, so nnU-Net keeps axial 2D slices
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPre
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from conftest import command, run, tree_snapshot
-from nnunet_diffusion_pretrain.phantom import make_phantom_volume
+from nnunet_diffusion_pretrain.phantom import DEFAULT_SPACING_XYZ, make_phantom_volume
 
 
 def add(env, dataset, folder, *extra, check=True):
@@ -89,14 +89,15 @@ def test_labelled_training_image_matches_nnunets_own_preprocessed_data(pool_env,
 def _write_dicom_series(volume: np.ndarray, folder: Path, series_uid: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     image = sitk.Cast(sitk.GetImageFromArray(volume), sitk.sitkInt16)
-    image.SetSpacing((5.0, 5.0, 5.0))
+    sx, sy, sz = DEFAULT_SPACING_XYZ  # the phantom's spacing: this series needs no resampling
+    image.SetSpacing((sx, sy, sz))
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     for z in range(image.GetDepth()):
         s = image[:, :, z]
         for tag, value in (("0010|0020", "PHANTOM"), ("0020|000e", series_uid), ("0020|000d", "1.2.3"),
-                           ("0008|0060", "CT"), ("0020|0032", f"0\\0\\{5.0 * z}"), ("0020|0013", str(z)),
-                           ("0018|0050", "5.0"), ("0028|0030", "5.0\\5.0"),
+                           ("0008|0060", "CT"), ("0020|0032", f"0\\0\\{sz * z}"), ("0020|0013", str(z)),
+                           ("0018|0050", str(sz)), ("0028|0030", f"{sy}\\{sx}"),
                            ("0020|0037", "1\\0\\0\\0\\1\\0")):
             s.SetMetaData(tag, value)
         writer.SetFileName(str(folder / f"slice_{z:03d}.dcm"))

@@ -37,7 +37,7 @@ def main() -> int:
     parser.add_argument("-o", "--output", type=Path, default=Path("demo_output"),
                         help="work folder (nnU-Net folders, unlabeled scans, results); default ./demo_output")
     parser.add_argument("-device", default="cpu", choices=("cpu", "cuda"), help="device for nnUNetv2_train")
-    parser.add_argument("--epochs", type=int, default=25, help="pretraining epochs; default 25")
+    parser.add_argument("--epochs", type=int, default=30, help="pretraining epochs; default 30")
     parser.add_argument("--iterations", type=int, default=50, help="iterations per epoch; default 50")
     args = parser.parse_args()
 
