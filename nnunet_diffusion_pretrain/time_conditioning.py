@@ -4,12 +4,13 @@ The denoiser *is* the network that nnU-Net plans (PlainConvUNet or ResidualEncod
 ``encoder`` and ``decoder`` are kept as they are, so every parameter name and shape of the
 segmentation network (except ``seg_layers``) is unchanged and transfers 1:1. Conditioning lives in
 two extra modules: ``time_embedding`` (diffusers' sinusoidal ``Timesteps`` + ``TimestepEmbedding``
-MLP) and ``film`` (one zero-initialised linear layer per encoder and decoder stage that yields a
-per-channel scale and shift). Forward hooks apply ``out * (1 + scale) + shift`` to each stage's
+MLP) and ``film`` (a zero-initialised linear layer that yields a per-channel scale and shift for
+every encoder and decoder stage). Forward hooks apply ``out * (1 + scale) + shift`` to each stage's
 output, so at initialisation the denoiser computes exactly what the plain U-Net computes.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import nn
@@ -31,28 +32,29 @@ class TimeConditionedUNet(nn.Module):
             TimestepEmbedding(base, embedding_dim),
             nn.SiLU(),
         )
-        self.film = nn.ModuleList(nn.Linear(embedding_dim, 2 * c) for c in stage_channels)
-        for layer in self.film:
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
+        # one linear layer yields every stage's scale and shift at once (one matmul per step)
+        self.film = nn.Linear(embedding_dim, 2 * sum(stage_channels))
+        nn.init.zeros_(self.film.weight)
+        nn.init.zeros_(self.film.bias)
+        offsets = np.cumsum([0] + [2 * c for c in stage_channels])
         stages = list(self.encoder.stages) + list(self.decoder.stages)
-        for index, stage in enumerate(stages):
-            stage.register_forward_hook(self._make_film_hook(index))
-        self._embedding: torch.Tensor | None = None
+        for stage, start, end in zip(stages, offsets[:-1], offsets[1:]):
+            stage.register_forward_hook(self._make_film_hook(int(start), int(end)))
+        self._film_params: torch.Tensor | None = None
 
-    def _make_film_hook(self, index: int):
+    def _make_film_hook(self, start: int, end: int):
         def hook(module: nn.Module, inputs, output: torch.Tensor) -> torch.Tensor:
-            scale, shift = self.film[index](self._embedding).chunk(2, dim=1)
+            scale, shift = self._film_params[:, start:end].chunk(2, dim=1)
             view = (*scale.shape, *([1] * (output.ndim - 2)))
-            return output * (1 + scale.view(view)) + shift.view(view)
+            return torch.addcmul(shift.view(view), output, 1 + scale.view(view))
         return hook
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        self._embedding = self.time_embedding(timesteps).to(x.dtype)
+        self._film_params = self.film(self.time_embedding(timesteps))
         try:
             return self.decoder(self.encoder(x))
         finally:
-            self._embedding = None
+            self._film_params = None
 
 
 def strip_unused_heads(unet: nn.Module) -> nn.Module:

@@ -55,8 +55,7 @@ def test_untrained_denoiser_equals_plain_unet_and_conditioning_acts(planned_phan
         out = denoiser(x, t)
         assert out.shape == x.shape
         assert torch.allclose(out, plain(x), atol=1e-5), "zero-initialised FiLM must be the identity"
-        for layer in denoiser.film:
-            torch.nn.init.normal_(layer.weight, std=0.1)
+        torch.nn.init.normal_(denoiser.film.weight, std=0.1)
         same_x = x[:1].repeat(2, 1, 1, 1)
         out_t = denoiser(same_x, t)
         assert not torch.allclose(out_t[0], out_t[1], atol=1e-4), "output must depend on the timestep"
@@ -66,6 +65,6 @@ def test_gradients_reach_conditioning_and_backbone(planned_phantom):
     _, cm, _, denoiser = build_pair(planned_phantom["preprocessed"], "nnUNetPlans", "2d")
     x = torch.randn(2, 1, *cm.patch_size)
     denoiser(x, torch.tensor([1, 500])).square().mean().backward()
-    assert denoiser.film[0].weight.grad.abs().sum() > 0
+    assert denoiser.film.weight.grad.abs().sum() > 0
     assert denoiser.time_embedding[1].linear_1.weight.grad is not None
     assert denoiser.encoder.stages[0][0].convs[0].conv.weight.grad.abs().sum() > 0

@@ -94,7 +94,7 @@ class nnUNetTrainerDiffusionPretrain(nnUNetTrainer):
 
     def record(self) -> dict:
         return pretraining_record(self.plans_manager, self.configuration_name, self.num_input_channels,
-                                  self.diffusion_settings, self.denoiser().film[0].in_features)
+                                  self.diffusion_settings, self.denoiser().film.in_features)
 
     # ---- data ----------------------------------------------------------------------------------
     def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
@@ -147,8 +147,6 @@ class nnUNetTrainerDiffusionPretrain(nnUNetTrainer):
         with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
             loss = denoising_loss(self.network, self.noise_scheduler, x0, timesteps)
         self._iteration += 1
-        if not torch.isfinite(loss):
-            self._stop_on_non_finite_loss()
         if self.grad_scaler is not None:
             self.grad_scaler.scale(loss).backward()
             self.grad_scaler.unscale_(self.optimizer)
@@ -160,7 +158,12 @@ class nnUNetTrainerDiffusionPretrain(nnUNetTrainer):
             torch.nn.utils.clip_grad_norm_(self.network.parameters(), 1.0)
             self.optimizer.step()
         self.ema.step(self.denoiser().parameters())
-        return {"loss": loss.detach().cpu().numpy()}
+        # checked here, where stock nnU-Net synchronises anyway: an earlier check would stall the GPU.
+        # The weights in memory may be spoilt by now, but nothing is saved after this point.
+        loss = loss.detach().cpu()
+        if not torch.isfinite(loss):
+            self._stop_on_non_finite_loss()
+        return {"loss": loss.numpy()}
 
     def _stop_on_non_finite_loss(self):
         kept = [f for f in ("checkpoint_latest.pth", "checkpoint_best.pth", "checkpoint_final.pth")
