@@ -116,7 +116,7 @@ class nnUNetTrainerDiffusionPretrain(nnUNetTrainer):
     def get_tr_and_val_datasets(self):
         tr_keys, val_keys = self.do_split()
         planned = PlannedDataset(self.plans_manager.dataset_name, self.plans_manager.plans, self.dataset_json,
-                                 self.configuration_name, self.preprocessed_dataset_folder_base)
+                                 self.configuration_name, Path(self.preprocessed_dataset_folder_base))
         pool = PoolManifest.open(planned, create=False)
         pool_train, pool_held_out = split_pool(sorted(pool.cases))
 
