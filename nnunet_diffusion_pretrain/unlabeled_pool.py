@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from nnunet_diffusion_pretrain.errors import UserFacingError
 from nnunet_diffusion_pretrain.planned_dataset import PlannedDataset
-from nnunet_diffusion_pretrain.unlabeled_inputs import (UnlabeledInput, UnreadableCaseError,
+from nnunet_diffusion_pretrain.unlabeled_inputs import (IMAGE_FILE_ENDINGS, UnlabeledInput, UnreadableCaseError,
                                                         discover_unlabeled_inputs, read_unlabeled_input)
 
 POOL_ENV = "nnUNet_diffusion_pool"
@@ -190,14 +190,13 @@ def add_unlabeled_to_pool(dataset: PlannedDataset, input_folder: Path, num_proce
     """
     if on_error not in ("abort", "skip"):
         raise ValueError(f"on_error must be 'abort' or 'skip', got {on_error!r}")
+    inputs, problems = discover_unlabeled_inputs(Path(input_folder))
+    if not inputs and not problems:
+        raise UserFacingError(f"no images ({', '.join(IMAGE_FILE_ENDINGS)}) or DICOM series found in {input_folder}")
     manifest = PoolManifest.open(dataset, create=True)
     staging = manifest.folder / ".staging"
     staging.mkdir(exist_ok=True)
-    inputs, problems = discover_unlabeled_inputs(Path(input_folder))
     report = AddReport(manifest.folder, errors=list(problems))
-    if not inputs and not problems:
-        raise UserFacingError(f"no images ({', '.join(('.nii.gz', '.nrrd', '.mha'))}) or DICOM series "
-                              f"found in {input_folder}")
     known = frozenset(manifest.known_hashes())
     jobs = [_StageJob(item, dataset.plans, dataset.configuration, dataset.dataset_json, str(staging), known)
             for item in inputs]
@@ -208,24 +207,30 @@ def add_unlabeled_to_pool(dataset: PlannedDataset, input_folder: Path, num_proce
     if report.errors and on_error == "abort":
         report.committed = False
         return report
-    for sha in sorted(set(staged)):
-        _commit_staged(manifest, staging, sha, report)
+    _commit_staged(manifest, staging, sorted(set(staged)), report)
     report.disk_bytes = sum(f.stat().st_size for f in manifest.folder.iterdir() if f.is_file())
     return report
 
 
-def _commit_staged(manifest: PoolManifest, staging: Path, sha: str, report: AddReport) -> None:
-    record = json.loads((staging / f"{sha}.json").read_text())
-    if sha in manifest.known_hashes():  # the same scan twice in one input folder
-        report.duplicates.append(f"{', '.join(record['sources'])}: same content as a case already in the pool")
-    else:
+def _commit_staged(manifest: PoolManifest, staging: Path, hashes: list[str], report: AddReport) -> None:
+    """Move staged cases into the pool, record them in one manifest write, then drop the staging
+    records. A run killed in between re-commits from the records left in ``.staging``."""
+    known = manifest.known_hashes()
+    for sha in hashes:
+        record = json.loads((staging / f"{sha}.json").read_text())
+        if sha in known:  # the same scan twice in one input folder
+            report.duplicates.append(f"{', '.join(record['sources'])}: same content as a case already in the pool")
+            continue
         case_id = manifest.free_case_id(record["case_id"], sha)
         for suffix in (".b2nd", ".pkl"):
-            # a run killed between this move and the manifest write left the file moved already
+            # a run killed after this move but before the manifest write left the file moved already
             if (staging / f"{sha}{suffix}").exists() or not (manifest.folder / f"{case_id}{suffix}").exists():
                 os.replace(staging / f"{sha}{suffix}", manifest.folder / f"{case_id}{suffix}")
         manifest.cases[case_id] = {k: record[k] for k in ("sha256", "sources", "shape")}
-        manifest.save()
+        known.add(sha)
         report.added.append(case_id)
-    for suffix in (".b2nd", ".pkl", ".json"):
-        (staging / f"{sha}{suffix}").unlink(missing_ok=True)
+    if report.added:
+        manifest.save()
+    for sha in hashes:
+        for suffix in (".b2nd", ".pkl", ".json"):
+            (staging / f"{sha}{suffix}").unlink(missing_ok=True)

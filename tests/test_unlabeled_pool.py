@@ -64,13 +64,14 @@ def test_pool_case_is_exactly_nnunets_inference_preprocessing(pool_env, planned_
     dataset_json = json.loads((planned_phantom["preprocessed"] / "dataset.json").read_text())
     for configuration in ("2d", "3d_fullres"):
         cm = pm.get_configuration(configuration)
-        expected, _, _ = DefaultPreprocessor(verbose=False).run_case(
+        expected, _, expected_properties = DefaultPreprocessor(verbose=False).run_case(
             [str(planned_phantom["unlabeled"] / "unlabeled_scan_002.nii.gz")], None, pm, cm, dataset_json)
         folder = pool_dir(pool_env, planned_phantom, cm.data_identifier)
         stored = blosc2.open(str(folder / "unlabeled_scan_002.b2nd"))[:]
         np.testing.assert_allclose(stored, expected, rtol=1e-6, atol=1e-6)
         properties = pickle.loads((folder / "unlabeled_scan_002.pkl").read_bytes())
-        assert properties["shape_before_cropping"] == expected.shape[1:] or "spacing" in properties
+        for key in ("spacing", "shape_before_cropping", "bbox_used_for_cropping", "sitk_stuff"):
+            assert properties[key] == expected_properties[key], key
 
 
 def test_labelled_training_image_matches_nnunets_own_preprocessed_data(pool_env, planned_phantom, tmp_path):
