@@ -33,9 +33,10 @@ class PlannedDataset:
         return len(self.dataset_json["channel_names"])
 
 
-def load_planned_dataset(dataset: str | int, configuration: str, plans_identifier: str = "nnUNetPlans"
+def load_planned_dataset(dataset: str | int, configuration: str | None, plans_identifier: str = "nnUNetPlans"
                          ) -> PlannedDataset:
-    """Load plans and dataset.json of a planned dataset; refuse clearly if planning is missing."""
+    """Load plans and dataset.json of a planned dataset; refuse clearly if planning is missing.
+    ``configuration=None`` takes the plans' first configuration (for work that needs none)."""
     if not os.environ.get("nnUNet_preprocessed"):
         raise UserFacingError("nnUNet_preprocessed is not set; export nnUNet_raw, nnUNet_preprocessed and "
                               "nnUNet_results as for any nnU-Net command")
@@ -50,6 +51,7 @@ def load_planned_dataset(dataset: str | int, configuration: str, plans_identifie
         raise UserFacingError(f"{name} has not been planned with {plans_identifier} ({plans_file} is missing); "
                               f"run nnUNetv2_plan_and_preprocess -d {dataset} first")
     plans = json.loads(plans_file.read_text())
+    configuration = configuration or next(iter(plans["configurations"]))
     if configuration not in plans["configurations"]:
         raise UserFacingError(f"configuration {configuration!r} is not in {plans_file.name}; available: "
                               f"{', '.join(plans['configurations'])}")

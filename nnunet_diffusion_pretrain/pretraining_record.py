@@ -1,13 +1,16 @@
 """What a pretraining checkpoint records about itself, so later stages can refuse a mismatch
-(other plans, configuration, architecture, input channels or diffusion process) by name."""
+(other preprocessing, configuration, architecture, input channels or diffusion process) by name."""
 from __future__ import annotations
 
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_diffusion_pretrain.noise_schedule import DiffusionSettings
+from nnunet_diffusion_pretrain.unlabeled_pool import preprocessing_fingerprint
 
 RECORD_KEY = "diffusion_pretraining"
 FORMAT_VERSION = 1
+# what must match for pretrained weights to transfer into a network built from the caller's plans
+TRANSFER_KEYS = ("configuration", "network_class_name", "arch_kwargs", "num_input_channels", "preprocessing")
 
 
 def pretraining_record(plans_manager: PlansManager, configuration: str, num_input_channels: int,
@@ -25,6 +28,10 @@ def pretraining_record(plans_manager: PlansManager, configuration: str, num_inpu
         "num_input_channels": num_input_channels,
         "patch_size": list(cm.patch_size),
         "spacing": list(cm.spacing),
+        # what the weights saw: compared instead of plan names, which change when plans are moved
+        # to another dataset (nnUNetv2_move_plans_between_datasets) without changing the data
+        "preprocessing": {k: v for k, v in preprocessing_fingerprint(plans_manager, cm).items()
+                          if k not in ("data_identifier", "image_reader_writer")},
         "time_embedding_dim": time_embedding_dim,
         **settings.to_dict(),
     }

@@ -24,7 +24,7 @@ from typing import Iterator
 import blosc2
 import numpy as np
 from nnunetv2.training.dataloading.nnunet_dataset import comp_blosc2_params
-from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from tqdm import tqdm
 
 from nnunet_diffusion_pretrain.errors import UserFacingError
@@ -48,12 +48,11 @@ def pool_folder(dataset: PlannedDataset) -> Path:
     return pool_root() / dataset.name / dataset.configuration_manager.data_identifier
 
 
-def preprocessing_fingerprint(dataset: PlannedDataset) -> dict:
+def preprocessing_fingerprint(plans_manager: PlansManager, configuration_manager: ConfigurationManager) -> dict:
     """Everything in the plans that changes a preprocessed image; a pool made under other values
     would silently train on differently normalised data, so it is refused. (Plans that share a data
     identifier, such as nnUNetPlans and the ResEnc presets, share their preprocessed data, as in nnU-Net.)"""
-    cm = dataset.configuration_manager
-    pm = dataset.plans_manager
+    cm, pm = configuration_manager, plans_manager
     return {
         "data_identifier": cm.data_identifier,
         "spacing": list(cm.spacing),
@@ -87,7 +86,7 @@ class PoolManifest:
     @classmethod
     def open(cls, dataset: PlannedDataset, create: bool) -> "PoolManifest":
         folder = pool_folder(dataset)
-        fingerprint = preprocessing_fingerprint(dataset)
+        fingerprint = preprocessing_fingerprint(dataset.plans_manager, dataset.configuration_manager)
         path = folder / MANIFEST
         if not path.is_file():
             if not create:
