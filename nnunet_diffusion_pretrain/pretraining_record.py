@@ -9,8 +9,21 @@ from nnunet_diffusion_pretrain.unlabeled_pool import preprocessing_fingerprint
 
 RECORD_KEY = "diffusion_pretraining"
 FORMAT_VERSION = 1
-# what must match for pretrained weights to transfer into a network built from the caller's plans
-TRANSFER_KEYS = ("configuration", "network_class_name", "arch_kwargs", "num_input_channels", "preprocessing")
+
+
+def transfer_requirements(plans_manager: PlansManager, configuration: str, num_input_channels: int) -> dict:
+    """What must match for pretrained weights to fit a network built from these plans. Plan and
+    dataset names are not compared: nnUNetv2_move_plans_between_datasets renames them without
+    changing the data the weights saw."""
+    cm = plans_manager.get_configuration(configuration)
+    return {
+        "configuration": configuration,
+        "network_class_name": cm.network_arch_class_name,
+        "arch_kwargs": cm.network_arch_init_kwargs,
+        "num_input_channels": num_input_channels,
+        "preprocessing": {k: v for k, v in preprocessing_fingerprint(plans_manager, cm).items()
+                          if k not in ("data_identifier", "image_reader_writer")},
+    }
 
 
 def pretraining_record(plans_manager: PlansManager, configuration: str, num_input_channels: int,
@@ -21,17 +34,10 @@ def pretraining_record(plans_manager: PlansManager, configuration: str, num_inpu
         "dataset_name": plans_manager.dataset_name,
         "plans_name": plans_manager.plans_name,
         "data_identifier": cm.data_identifier,
-        "configuration": configuration,
-        "network_class_name": cm.network_arch_class_name,
-        "arch_kwargs": cm.network_arch_init_kwargs,
+        **transfer_requirements(plans_manager, configuration, num_input_channels),
         "arch_kwargs_requires_import": list(cm.network_arch_init_kwargs_req_import),
-        "num_input_channels": num_input_channels,
         "patch_size": list(cm.patch_size),
         "spacing": list(cm.spacing),
-        # what the weights saw: compared instead of plan names, which change when plans are moved
-        # to another dataset (nnUNetv2_move_plans_between_datasets) without changing the data
-        "preprocessing": {k: v for k, v in preprocessing_fingerprint(plans_manager, cm).items()
-                          if k not in ("data_identifier", "image_reader_writer")},
         "time_embedding_dim": time_embedding_dim,
         **settings.to_dict(),
     }
@@ -40,5 +46,10 @@ def pretraining_record(plans_manager: PlansManager, configuration: str, num_inpu
 def record_mismatches(stored: dict, expected: dict, keys: tuple[str, ...] | None = None) -> list[str]:
     """Human-readable differences between a checkpoint's record and what the caller expects."""
     keys = keys or tuple(expected)
-    return [f"{k}: checkpoint has {stored.get(k)!r}, expected {expected[k]!r}"
+    return [f"{k}: checkpoint has {_short(stored.get(k))}, expected {_short(expected[k])}"
             for k in keys if stored.get(k) != expected[k]]
+
+
+def _short(value, limit: int = 160) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."

@@ -1,7 +1,18 @@
-"""The plugin's nnU-Net trainer classes (found by stock commands through ``nnUNet_extTrainer``)."""
+"""The plugin's nnU-Net trainer classes (found by stock commands through ``nnUNet_extTrainer``).
+
+Importing them also routes ``-pretrained_weights`` through our safe loader (see
+``pretrained_weights_hook``)."""
 from nnunet_diffusion_pretrain.training.diffusion_pretrain_trainer import (
     nnUNetTrainerDiffusionPretrain, nnUNetTrainerDiffusionPretrain_cosine, nnUNetTrainerDiffusionPretrain_cosine_vpred,
     nnUNetTrainerDiffusionPretrain_vpred)
+from nnunet_diffusion_pretrain.training.pretrained_weights_hook import install as _install_safe_pretrained_loading
+from nnunet_diffusion_pretrain.training.transfer_trainers import (
+    nnUNetTrainerBudget, nnUNetTrainerDiffusionDecoderFinetune, nnUNetTrainerDiffusionFinetune,
+    nnUNetTrainerDiffusionLinearProbe)
+
+_install_safe_pretrained_loading()
 
 __all__ = ["nnUNetTrainerDiffusionPretrain", "nnUNetTrainerDiffusionPretrain_cosine",
-           "nnUNetTrainerDiffusionPretrain_vpred", "nnUNetTrainerDiffusionPretrain_cosine_vpred"]
+           "nnUNetTrainerDiffusionPretrain_vpred", "nnUNetTrainerDiffusionPretrain_cosine_vpred",
+           "nnUNetTrainerBudget", "nnUNetTrainerDiffusionFinetune", "nnUNetTrainerDiffusionDecoderFinetune",
+           "nnUNetTrainerDiffusionLinearProbe"]

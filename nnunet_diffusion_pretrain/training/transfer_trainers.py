@@ -1,0 +1,176 @@
+"""Segmentation trainers that start from a diffusion pretraining checkpoint, and the fair baseline.
+
+    nnUNetv2_train 501 2d FOLD -tr nnUNetTrainerDiffusionFinetune -pretrained_weights CKPT
+    nnUNetv2_train 501 2d FOLD -tr nnUNetTrainerDiffusionDecoderFinetune -pretrained_weights CKPT
+    nnUNetv2_train 501 2d FOLD -tr nnUNetTrainerDiffusionLinearProbe -pretrained_weights CKPT
+    nnUNetv2_train 501 2d FOLD -tr nnUNetTrainerBudget          (stock nnU-Net, same budget)
+
+All four take their training budget from ``nnUNet_num_epochs``, ``nnUNet_num_iterations_per_epoch``
+and ``nnUNet_num_val_iterations_per_epoch``, so a comparison gives every method the same budget.
+Each transfer trainer differs from the next in one hook: which parameters are frozen when.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from torch import nn
+
+from nnunet_diffusion_pretrain.errors import UserFacingError
+from nnunet_diffusion_pretrain.feature_probe import DEFAULT_TIMESTEPS, DiffusionFeatureClassifier
+from nnunet_diffusion_pretrain.noise_schedule import DiffusionSettings
+from nnunet_diffusion_pretrain.pretrained_transfer import load_pretrained_diffusion_weights
+from nnunet_diffusion_pretrain.pretraining_record import transfer_requirements
+from nnunet_diffusion_pretrain.training.diffusion_pretrain_trainer import nnUNetTrainerDiffusionPretrain
+from nnunet_diffusion_pretrain.training.pretrained_weights_hook import register_network, unwrap
+from nnunet_diffusion_pretrain.training_budget import apply_training_budget
+
+PROBE_TIMESTEPS_ENV = "nnUNet_probe_timesteps"
+PROBE_TIMESTEPS_KEY = "diffusion_probe_timesteps"  # stored in the configuration, so inference rebuilds it
+
+
+class nnUNetTrainerBudget(nnUNetTrainer):
+    """Stock nnUNetTrainer whose budget comes from the environment: the baseline for comparisons."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        budget = apply_training_budget(self)
+        if budget:
+            self.print_to_log_file(f"Training budget from the environment: {budget}")
+
+
+class DiffusionTransferTrainer(nnUNetTrainerBudget):
+    """Shared by the transfer trainers: safe loading of ``-pretrained_weights`` and freezing by name.
+    Not a trainer to use on its own (it is not exported to nnU-Net's trainer lookup)."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.pretrained_from = None
+        self._logged_frozen = None
+
+    def frozen_prefixes(self, epoch: int) -> tuple[str, ...]:
+        """Names of the parameters that do not train in this epoch."""
+        return ()
+
+    def transfer_target(self) -> tuple[nn.Module, tuple[str, ...], str]:
+        """(module to load into, key markers that start fresh, key prefix of the denoiser in it)."""
+        return unwrap(self.network), (".seg_layers.",), ""
+
+    def initialize(self):
+        super().initialize()
+        register_network(self.network, self)
+        self.apply_freezing(0)
+
+    def load_pretrained(self, checkpoint_file: str) -> None:
+        target, fresh, prefix = self.transfer_target()
+        expected = transfer_requirements(self.plans_manager, self.configuration_name, self.num_input_channels)
+        report = load_pretrained_diffusion_weights(target, checkpoint_file, expected, fresh, prefix)
+        self.pretrained_from = checkpoint_file
+        self.print_to_log_file(f"Pretrained weights from {checkpoint_file} "
+                               f"({report.record['dataset_name']}, {report.record['plans_name']}):\n"
+                               f"{report.summary()}")
+        self.after_pretrained_load(report.record)
+
+    def after_pretrained_load(self, record: dict) -> None:
+        pass
+
+    def apply_freezing(self, epoch: int) -> None:
+        frozen = self.frozen_prefixes(epoch)
+        for name, parameter in unwrap(self.network).named_parameters():
+            parameter.requires_grad_(not name.startswith(frozen) if frozen else True)
+
+    def on_train_start(self):
+        if self.current_epoch == 0 and self.pretrained_from is None:
+            raise UserFacingError(f"{self.__class__.__name__} fine-tunes a diffusion pretraining checkpoint: pass "
+                                  f"-pretrained_weights .../nnUNetTrainerDiffusionPretrain__.../checkpoint_final.pth "
+                                  f"(or use nnUNetTrainerBudget to train from scratch)")
+        super().on_train_start()
+
+    def on_train_epoch_start(self):
+        frozen = self.frozen_prefixes(self.current_epoch)
+        self.apply_freezing(self.current_epoch)
+        if frozen != self._logged_frozen:
+            self.print_to_log_file(f"Frozen from epoch {self.current_epoch}: "
+                                   f"{', '.join(p + '*' for p in frozen) if frozen else 'nothing'}")
+            self._logged_frozen = frozen
+        super().on_train_epoch_start()
+
+
+class nnUNetTrainerDiffusionFinetune(DiffusionTransferTrainer):
+    """Every pretrained weight (encoder and decoder), fresh heads; first the decoder and heads train
+    with the encoder frozen (the first 10% of epochs, at least one), then the whole network, at
+    0.3x the learning rate nnU-Net uses from scratch."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.initial_lr = 3e-3
+
+    @property
+    def warmup_epochs(self) -> int:
+        return max(1, round(0.1 * self.num_epochs))
+
+    def frozen_prefixes(self, epoch: int) -> tuple[str, ...]:
+        return ("encoder.",) if epoch < self.warmup_epochs else ()
+
+
+class nnUNetTrainerDiffusionDecoderFinetune(DiffusionTransferTrainer):
+    """The paper's "fine-tuning decoder": the pretrained encoder stays frozen, decoder and heads train."""
+
+    def frozen_prefixes(self, epoch: int) -> tuple[str, ...]:
+        return ("encoder.",)
+
+
+class nnUNetTrainerDiffusionLinearProbe(DiffusionTransferTrainer):
+    """The paper's "linear classification": the whole denoiser stays frozen; a pixel classifier on
+    its multi-scale decoder features at fixed timesteps (default 50, 150, 250; set others with
+    ``nnUNet_probe_timesteps=25,100``) is all that trains. Inference costs one denoiser pass per
+    timestep and predicts through stock ``nnUNetv2_predict``."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        timesteps = os.environ.get(PROBE_TIMESTEPS_ENV)
+        if timesteps:
+            try:
+                values = [int(t) for t in timesteps.split(",")]
+            except ValueError:
+                values = []
+            if not values or not all(0 <= t < DiffusionSettings().num_train_timesteps for t in values):
+                raise UserFacingError(f"{PROBE_TIMESTEPS_ENV} must be comma-separated timesteps in [0, 1000), "
+                                      f"got {timesteps!r}")
+            plans["configurations"][configuration][PROBE_TIMESTEPS_KEY] = values
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.enable_deep_supervision = False
+
+    @staticmethod
+    def build_network_architecture(plans_manager, configuration_manager, num_input_channels: int,
+                                   num_output_channels: int, enable_deep_supervision: bool = True) -> nn.Module:
+        denoiser = nnUNetTrainerDiffusionPretrain.build_network_architecture(
+            plans_manager, configuration_manager, num_input_channels, num_input_channels)
+        timesteps = configuration_manager.configuration.get(PROBE_TIMESTEPS_KEY, list(DEFAULT_TIMESTEPS))
+        return DiffusionFeatureClassifier(denoiser, num_output_channels, DiffusionSettings(), timesteps)
+
+    def transfer_target(self) -> tuple[nn.Module, tuple[str, ...], str]:
+        return unwrap(self.network), (), "denoiser."
+
+    def after_pretrained_load(self, record: dict) -> None:
+        unwrap(self.network).use_schedule(DiffusionSettings(record["num_train_timesteps"], record["beta_schedule"],
+                                                            record["prediction_type"]))
+
+    def frozen_prefixes(self, epoch: int) -> tuple[str, ...]:
+        return ("denoiser.",)
+
+    def set_deep_supervision_enabled(self, enabled: bool):
+        """The classifier has one output; there is nothing to switch."""
+
+    def on_train_start(self):
+        super().on_train_start()
+        timesteps = unwrap(self.network).timesteps.tolist()
+        self.print_to_log_file(f"Linear probe on timesteps {timesteps}: {len(timesteps)} frozen denoiser passes "
+                               f"per forward; trainable parameters: "
+                               f"{sum(p.numel() for p in self.network.parameters() if p.requires_grad)}")
+
+
