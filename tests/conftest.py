@@ -82,3 +82,17 @@ def tree_snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     """(size, mtime_ns) of every file below ``folder``: proves a command changed nothing there."""
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
             for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def pretrained_checkpoint(nnunet_env, planned_phantom, tmp_path_factory) -> Path:
+    """A short 2d pretraining of the phantom (cosine schedule), copied out of the results folder."""
+    trainer = "nnUNetTrainerDiffusionPretrain_cosine"
+    env = training_env(nnunet_env, num_epochs=2, num_iterations_per_epoch=5, num_val_iterations_per_epoch=1)
+    env["nnUNet_diffusion_num_samples"] = "1"
+    run([command("nnUNetv2_train"), str(planned_phantom["id"]), "2d", "all", "-tr", trainer, "-device", "cpu"], env)
+    source = Path(nnunet_env["nnUNet_results"]) / planned_phantom["name"] / f"{trainer}__nnUNetPlans__2d" / \
+        "fold_all" / "checkpoint_final.pth"
+    target = tmp_path_factory.mktemp("pretrained") / "diffusion_pretrained.pth"
+    target.write_bytes(source.read_bytes())
+    return target
