@@ -45,6 +45,9 @@ def main() -> int:
     parser.add_argument("--num-labeled", type=int, nargs="*", default=[], help="numbers of labelled cases")
     parser.add_argument("--fraction", type=float, nargs="*", default=[],
                         help="fractions of the training cases (held-out set excluded), at least one case")
+    parser.add_argument("--all-labeled", action="store_true",
+                        help="also a fold with every training case (the upper bound, and the fold to pretrain on "
+                             "so the held-out images stay unseen)")
     parser.add_argument("--num-labeled-slices", type=int, nargs="*", default=[],
                         help="2D slice budgets: labelled slices in one training volume per repeat")
     parser.add_argument("--slice-dataset-id", type=int, default=None,
@@ -57,8 +60,8 @@ def main() -> int:
     parser.add_argument("-p", default="nnUNetPlans", help="plans identifier; default nnUNetPlans")
     parser.add_argument("-np", type=int, default=2, help="processes for preprocessing the slice dataset")
     args = parser.parse_args()
-    if not (args.num_labeled or args.fraction or args.num_labeled_slices):
-        parser.error("give at least one of --num-labeled, --fraction, --num-labeled-slices")
+    if not (args.num_labeled or args.fraction or args.num_labeled_slices or args.all_labeled):
+        parser.error("give at least one of --num-labeled, --fraction, --all-labeled, --num-labeled-slices")
     if args.num_labeled_slices and args.slice_dataset_id is None:
         parser.error("--num-labeled-slices needs --slice-dataset-id (the ID of the derived dataset)")
     if args.repeats < 1:
@@ -74,6 +77,10 @@ def main() -> int:
 
     splits = load_splits(dataset.preprocessed_folder, cases)
     folds = []
+    if args.all_labeled:
+        fold = append_fold(splits, pool, held_out)
+        folds.append(LowLabelFold(fold, "all", float(len(pool)), 0, args.seed, tuple(sorted(pool)), tuple(held_out),
+                                  dataset.name))
     for kind, budget, k in budgets_to_counts(args.num_labeled, args.fraction, len(pool)):
         for repeat, order in enumerate(orders):
             train = sorted(order[:k])
