@@ -152,10 +152,11 @@ def test_frozen_parameters_stay_and_trained_ones_move(nnunet_env, planned_phanto
         assert not any(m for k, m in moved.items() if k.startswith(prefix)), f"{prefix} must stay frozen"
     for prefix in trained:  # (not every head moves: nnU-Net gives the coarsest output zero loss weight)
         assert any(m for k, m in moved.items() if k.startswith(prefix)), f"{prefix} must train"
-    if trainer_class is nnUNetTrainerDiffusionFinetune:  # after the warm-up the whole network trains
-        moved = steps(1)
+    if trainer_class is nnUNetTrainerDiffusionFinetune:  # after the warm-up the whole network trains,
+        moved = steps(1)  # the pretrained encoder at a lower learning rate than from scratch
         assert all(m for k, m in moved.items() if k.startswith("encoder.") and k.endswith("conv.weight"))
-    assert trainer.initial_lr < 1e-2 or trainer_class is not nnUNetTrainerDiffusionFinetune
+        rest, encoder = trainer.optimizer.param_groups
+        assert 0 < encoder["lr"] < rest["lr"] and encoder["lr"] < trainer.initial_lr
 
 
 def lowlabel_fold(planned_phantom, env) -> tuple[int, list[str]]:

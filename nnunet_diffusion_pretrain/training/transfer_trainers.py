@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 
 import torch
+from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch import nn
 
@@ -100,14 +101,11 @@ class DiffusionTransferTrainer(nnUNetTrainerBudget):
 
 
 class nnUNetTrainerDiffusionFinetune(DiffusionTransferTrainer):
-    """Every pretrained weight (encoder and decoder), fresh heads; first the decoder and heads train
-    with the encoder frozen (the first 10% of epochs, at least one), then the whole network, at
-    0.3x the learning rate nnU-Net uses from scratch."""
+    """Every pretrained weight (encoder and decoder), fresh heads. First the decoder and heads train
+    alone (the first 10% of epochs, at least one; encoder frozen), then the whole network, the
+    pretrained encoder at 0.1x the learning rate nnU-Net uses from scratch (decoder and heads at 1x)."""
 
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.initial_lr = 3e-3
+    encoder_lr_scale = 0.1
 
     @property
     def warmup_epochs(self) -> int:
@@ -115,6 +113,19 @@ class nnUNetTrainerDiffusionFinetune(DiffusionTransferTrainer):
 
     def frozen_prefixes(self, epoch: int) -> tuple[str, ...]:
         return ("encoder.",) if epoch < self.warmup_epochs else ()
+
+    def configure_optimizers(self):
+        named = list(unwrap(self.network).named_parameters())
+        groups = [{"params": [p for n, p in named if not n.startswith("encoder.")], "lr_scale": 1.0},
+                  {"params": [p for n, p in named if n.startswith("encoder.")], "lr_scale": self.encoder_lr_scale}]
+        optimizer = torch.optim.SGD(groups, self.initial_lr, weight_decay=self.weight_decay, momentum=0.99,
+                                    nesterov=True)
+        return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
+
+    def on_train_epoch_start(self):
+        super().on_train_epoch_start()  # nnU-Net's poly schedule sets one rate for all groups (and logs group 0)
+        for group in self.optimizer.param_groups:
+            group["lr"] *= group["lr_scale"]
 
 
 class nnUNetTrainerDiffusionDecoderFinetune(DiffusionTransferTrainer):
