@@ -208,14 +208,15 @@ def test_trainers_train_predict_and_evaluate_through_nnunet(nnunet_env, planned_
     assert set(summary["mean"]) == {"1", "2", "3", "4"} and "Dice" in summary["foreground_mean"]
 
 
-def test_continue_a_finetuning_with_c(nnunet_env, planned_phantom, trained_transfer_models):
+@pytest.mark.parametrize("trainer", TRAINERS[:3])
+def test_continue_a_finetuning_with_c(nnunet_env, planned_phantom, trained_transfer_models, trainer):
     fold = trained_transfer_models["fold"]
     env = dict(trained_transfer_models["env"], nnUNet_num_epochs="2")
-    result = run([command("nnUNetv2_train"), str(planned_phantom["id"]), "2d", str(fold), "-tr",
-                  "nnUNetTrainerDiffusionFinetune", "-device", "cpu", "--c"], env)
-    assert "Epoch 1" in result.stdout
-    folder = Path(nnunet_env["nnUNet_results"]) / planned_phantom["name"] / \
-        "nnUNetTrainerDiffusionFinetune__nnUNetPlans__2d" / f"fold_{fold}"
+    result = run([command("nnUNetv2_train"), str(planned_phantom["id"]), "2d", str(fold), "-tr", trainer,
+                  "-device", "cpu", "--c"], env)
+    assert "Epoch 1" in result.stdout and "Epoch 0" not in result.stdout
+    folder = Path(nnunet_env["nnUNet_results"]) / planned_phantom["name"] / f"{trainer}__nnUNetPlans__2d" / \
+        f"fold_{fold}"
     checkpoint = torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert checkpoint["current_epoch"] == 2
 
