@@ -81,7 +81,7 @@ class DiffusionTransferTrainer(nnUNetTrainerBudget):
     def apply_freezing(self, epoch: int) -> None:
         frozen = self.frozen_prefixes(epoch)
         for name, parameter in unwrap(self.network).named_parameters():
-            parameter.requires_grad_(not name.startswith(frozen) if frozen else True)
+            parameter.requires_grad_(not name.startswith(frozen))
 
     def on_train_start(self):
         if self.current_epoch == 0 and self.pretrained_from is None:
