@@ -8,7 +8,8 @@ layout, as shipped (folder names may carry version suffixes; they are found by t
       FLARE22_LabeledCase50/labels/FLARE22_Tr_0001.nii.gz ...
       FLARE22_UnlabeledCase1-1000/Case_00001_0000.nii.gz ...
       FLARE22_UnlabeledCase1001-2000/Case_01001_0000.nii.gz ...
-      (optional) *Validation*/images + */labels with labelled validation cases -> imagesTs/labelsTs
+      (optional) *Validation* or *Tuning* folders with images/ and labels/ (labelled validation
+      cases, e.g. FLARE22_Ts_0001_0000.nii.gz) -> imagesTs/labelsTs
 
 Labels (FLARE22 documentation): 1 liver, 2 right kidney, 3 spleen, 4 pancreas, 5 aorta, 6 inferior
 vena cava, 7 right adrenal gland, 8 left adrenal gland, 9 gallbladder, 10 esophagus, 11 stomach,
@@ -40,7 +41,8 @@ def find_cases(root: Path) -> tuple[list[SourceCase], list[tuple[str, str]]]:
     for folder in labelled:
         cases += paired_cases(require_folder(folder / "images", "FLARE22 images"), folder / "labels", "_0000.nii.gz",
                               lambda stem: f"{stem}.nii.gz", lambda stem: stem)
-    for folder in sorted(d for d in root.glob("*Validation*") if (d / "labels").is_dir()):
+    for folder in sorted(d for pattern in ("*Validation*", "*Tuning*") for d in root.glob(pattern)
+                         if (d / "labels").is_dir()):
         cases += paired_cases(folder / "images", folder / "labels", "_0000.nii.gz", lambda stem: f"{stem}.nii.gz",
                               lambda stem: stem, test=True)
     unlabeled = [(f.name[: -len("_0000.nii.gz")], str(f))

@@ -47,6 +47,8 @@ def layout_flare22(root: Path) -> None:
     for i in (1, 2):
         write_volume(root / "FLARE22_UnlabeledCase1-1000" / f"Case_{i:05d}_0000.nii.gz", ct(100 + i))
     write_volume(root / "FLARE22_UnlabeledCase1001-2000" / "Case_01001_0000.nii.gz", ct(200))
+    write_volume(root / "FLARE22_ValidationCase50" / "images" / "FLARE22_Ts_0001_0000.nii.gz", ct(300))
+    write_volume(root / "FLARE22_ValidationCase50" / "labels" / "FLARE22_Ts_0001.nii.gz", label(300, 13))
 
 
 def layout_btcv(root: Path) -> None:
@@ -116,7 +118,7 @@ def layout_totalsegmentator(root: Path) -> None:
 
 CONVERTERS = {
     # command, layout, dataset id, expected labels (name -> value) sample, training cases, test cases, unlabeled
-    "flare22": ("nnUNetv2_convert_flare22", layout_flare22, 701, {"liver": 1, "spleen": 3, "left_kidney": 13}, 3, 0, 3),
+    "flare22": ("nnUNetv2_convert_flare22", layout_flare22, 701, {"liver": 1, "spleen": 3, "left_kidney": 13}, 3, 1, 3),
     "btcv": ("nnUNetv2_convert_btcv", layout_btcv, 702, {"spleen": 1, "liver": 6, "left_adrenal_gland": 13}, 3, 1, 0),
     "amos22": ("nnUNetv2_convert_amos22", layout_amos22, 703, {"spleen": 1, "postcava": 9, "prostate_uterus": 15},
                2, 1, 0),
