@@ -43,7 +43,7 @@ def _copy_images(files: list[str], target_images: Path, case_id: str, file_endin
 
 def write_sparse_slice_dataset(source: PlannedDataset, target_id: int, held_out: list[str],
                                volume_per_repeat: list[str], slice_counts: list[int], plans_identifier: str,
-                               num_processes: int = 2) -> tuple[str, list[tuple[int, int, str, list[int]]]]:
+                               num_processes: int = 2, configuration: str = "2d") -> tuple[str, list[tuple[int, int, str, list[int]]]]:
     """Create (or extend) the derived dataset; returns its name and, for every (slice count,
     repeat), the derived case id and the slices that keep labels."""
     raw_root = Path(os.environ["nnUNet_raw"])
@@ -99,5 +99,5 @@ def write_sparse_slice_dataset(source: PlannedDataset, target_id: int, held_out:
     move_plans_between_datasets(source.name, name, plans_identifier, plans_identifier)
     shutil.copy(source.preprocessed_folder / "dataset_fingerprint.json", target_preprocessed)
     shutil.copy(raw_root / name / "dataset.json", target_preprocessed)  # what nnU-Net's planning would copy
-    preprocess_dataset(target_id, plans_identifier, ("2d",), (num_processes,), verbose=False)
+    preprocess_dataset(target_id, plans_identifier, (configuration,), (num_processes,), verbose=False)
     return name, chosen

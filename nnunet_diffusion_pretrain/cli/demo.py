@@ -12,27 +12,17 @@ import argparse
 import json
 import os
 import shlex
-import subprocess
-import time
 from pathlib import Path
 
 from nnunet_diffusion_pretrain.cli.console_scripts import console_script
 from nnunet_diffusion_pretrain.cli.errors import exits_cleanly_on_user_errors
 from nnunet_diffusion_pretrain.cli.setup_env import ext_trainer_folder
-from nnunet_diffusion_pretrain.errors import UserFacingError
+from nnunet_diffusion_pretrain.cli.subprocess_steps import run_step
 
 DATASET_ID, DATASET_NAME = 990, "DiffusionPhantom"
 PRETRAINER = "nnUNetTrainerDiffusionPretrain"
 SEGMENTATION_TRAINERS = ("nnUNetTrainerBudget", "nnUNetTrainerDiffusionFinetune",
                          "nnUNetTrainerDiffusionDecoderFinetune", "nnUNetTrainerDiffusionLinearProbe")
-
-
-def _step(title: str, args: list[str], env: dict) -> float:
-    print(f"\n=== {title}\n$ {' '.join(shlex.quote(a) for a in [Path(args[0]).name, *args[1:]])}", flush=True)
-    start = time.time()
-    if subprocess.run(args, env=env).returncode != 0:
-        raise UserFacingError(f"step '{title}' failed; fix the problem above and re-run the demo to continue")
-    return time.time() - start
 
 
 @exits_cleanly_on_user_errors
@@ -65,17 +55,17 @@ def main() -> int:
     unlabeled = out / "unlabeled_ct"
     timings = {}
     if not (Path(env["nnUNet_raw"]) / dataset / "dataset.json").is_file():
-        timings["phantom"] = _step("1. write the built-in CT phantom (12 labelled + 16 unlabeled volumes)", [
+        timings["phantom"] = run_step("1. write the built-in CT phantom (12 labelled + 16 unlabeled volumes)", [
             console_script("nnUNetv2_diffusion_make_phantom"), "-d", str(DATASET_ID), "--name", DATASET_NAME,
             "-u", str(unlabeled), "--overwrite"], env)
     if not (Path(env["nnUNet_preprocessed"]) / dataset / "nnUNetPlans.json").is_file():
-        timings["plan"] = _step("2. plan and preprocess with stock nnU-Net", [
+        timings["plan"] = run_step("2. plan and preprocess with stock nnU-Net", [
             console_script("nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c", "2d", "-np", "2",
             "--verify_dataset_integrity"], env)
-    timings["pool"] = _step("3. add the unlabeled scans to the pretraining pool", [
+    timings["pool"] = run_step("3. add the unlabeled scans to the pretraining pool", [
         console_script("nnUNetv2_diffusion_add_unlabeled"), "-d", str(DATASET_ID), "-c", "2d", "-i", str(unlabeled)], env)
 
-    timings["splits"] = _step("4. splits: 3 held-out volumes; folds with all 9 and with 1 labelled volume", [
+    timings["splits"] = run_step("4. splits: 3 held-out volumes; folds with all 9 and with 1 labelled volume", [
         console_script("nnUNetv2_make_lowlabel_splits"), "-d", str(DATASET_ID), "--all-labeled", "--num-labeled", "1",
         "--repeats", "1", "--num-val", "3", "--seed", "0"], env)
     manifest = json.loads((Path(env["nnUNet_preprocessed"]) / dataset / "lowlabel_splits.json").read_text())
@@ -86,7 +76,7 @@ def main() -> int:
                      nnUNet_num_val_iterations_per_epoch="5", nnUNet_n_proc_DA=env.get("nnUNet_n_proc_DA", "0"))
     fold = Path(env["nnUNet_results"]) / dataset / f"{PRETRAINER}__nnUNetPlans__2d" / f"fold_{all_fold}"
     resume = ["--c"] if any((fold / f"checkpoint_{k}.pth").is_file() for k in ("final", "latest", "best")) else []
-    timings["pretrain"] = _step(f"5. diffusion pretraining ({args.epochs} x {args.iterations} iterations) on the "
+    timings["pretrain"] = run_step(f"5. diffusion pretraining ({args.epochs} x {args.iterations} iterations) on the "
                                 f"images of fold {all_fold} (held-out volumes unseen) plus the unlabeled pool, "
                                 f"and a DDIM sample grid", [
         console_script("nnUNetv2_train"), str(DATASET_ID), "2d", str(all_fold), "-tr", PRETRAINER,
@@ -100,7 +90,7 @@ def main() -> int:
         weights = [] if trainer == "nnUNetTrainerBudget" else ["-pretrained_weights", str(checkpoint)]
         if not (out_fold / "validation" / "summary.json").is_file():
             resume_seg = ["--c"] if (out_fold / "checkpoint_latest.pth").is_file() else weights
-            timings[trainer] = _step(f"6.{i + 1}. train {trainer} on 1 labelled volume (fold {low_fold}) and "
+            timings[trainer] = run_step(f"6.{i + 1}. train {trainer} on 1 labelled volume (fold {low_fold}) and "
                                      f"validate on the held-out volumes", [
                 console_script("nnUNetv2_train"), str(DATASET_ID), "2d", str(low_fold), "-tr", trainer,
                 "-device", args.device, *resume_seg], seg_env)

@@ -58,6 +58,9 @@ def main() -> int:
     parser.add_argument("--val-fraction", type=float, default=0.2,
                         help="held-out fraction if --num-val is not given; default 0.2")
     parser.add_argument("-p", default="nnUNetPlans", help="plans identifier; default nnUNetPlans")
+    parser.add_argument("-c", default="2d",
+                        help="2D configuration to preprocess the slice dataset with (one that inherits from 2d "
+                             "works too); default 2d")
     parser.add_argument("-np", type=int, default=2, help="processes for preprocessing the slice dataset")
     args = parser.parse_args()
     if not (args.num_labeled or args.fraction or args.num_labeled_slices or args.all_labeled):
@@ -68,7 +71,9 @@ def main() -> int:
         parser.error("--repeats must be at least 1")
 
     # slice budgets are 2D; case budgets work for every configuration of the plans
-    dataset = load_planned_dataset(args.d, "2d" if args.num_labeled_slices else None, args.p)
+    dataset = load_planned_dataset(args.d, args.c if args.num_labeled_slices else None, args.p)
+    if args.num_labeled_slices and len(dataset.configuration_manager.patch_size) != 2:
+        parser.error(f"--num-labeled-slices needs a 2D configuration; {args.c} is 3D")
     cases = _case_ids(dataset.preprocessed_folder, dataset.dataset_json["file_ending"])
     held_out = choose_held_out(cases, num_held_out(args.num_val, args.val_fraction, len(cases)), args.seed)
     check_held_out_unchanged(dataset.preprocessed_folder, held_out)
@@ -95,8 +100,8 @@ def main() -> int:
     if args.num_labeled_slices:
         derived_name, chosen = write_sparse_slice_dataset(dataset, args.slice_dataset_id, held_out,
                                                           [order[0] for order in orders], args.num_labeled_slices,
-                                                          args.p, args.np)
-        derived = load_planned_dataset(args.slice_dataset_id, "2d", args.p)
+                                                          args.p, args.np, args.c)
+        derived = load_planned_dataset(args.slice_dataset_id, args.c, args.p)
         derived_cases = _case_ids(derived.preprocessed_folder, derived.dataset_json["file_ending"])
         derived_splits = load_splits(derived.preprocessed_folder, [])  # no default folds: they would mix budgets
         slice_folds = []
@@ -109,6 +114,6 @@ def main() -> int:
         record_folds(derived.preprocessed_folder, derived_splits, held_out, slice_folds)
         _print_table(slice_folds)
         print(f"written: {derived.preprocessed_folder / 'splits_final.json'} and {MANIFEST_NAME}; "
-              f"train with nnUNetv2_train {args.slice_dataset_id} 2d FOLD ...")
+              f"train with nnUNetv2_train {args.slice_dataset_id} {args.c} FOLD ...")
     return 0
 

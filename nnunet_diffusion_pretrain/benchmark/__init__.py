@@ -1,0 +1,1 @@
+"""The label-efficiency benchmark behind ``nnUNetv2_diffusion_benchmark``."""

@@ -1,0 +1,57 @@
+"""The benchmark's presets: what every method gets (same budget for all) and which labels.
+
+``cpu`` fits a 2-core machine in about an hour per dataset: a reduced configuration inheriting
+from ``2d`` (whole slices resampled to about 96 x 96, batch 8, a 5-stage U-Net with 16..128
+features; the scale of ../shared/docs/label-efficiency-probe.md), 2,000 pretraining iterations
+and 400 iterations per segmentation run. ``gpu`` uses nnU-Net's own ``2d`` configuration, with
+schedules shortened as stated (nnU-Net's default is 1000 epochs).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class ReducedConfiguration:
+    name: str
+    patch_edge: int
+    batch_size: int
+    n_stages: int
+    base_features: int
+    max_features: int
+
+
+@dataclass(frozen=True)
+class BenchmarkPreset:
+    name: str
+    configuration: str
+    reduced: ReducedConfiguration | None
+    pretrain_epochs: int
+    pretrain_iterations: int
+    finetune_epochs: int
+    finetune_iterations: int
+    val_iterations: int
+    num_labeled: tuple[int, ...]
+    num_labeled_slices: tuple[int, ...]
+    repeats: int
+
+    @property
+    def finetune_total(self) -> int:
+        return self.finetune_epochs * self.finetune_iterations
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+PRESETS = {
+    "cpu": BenchmarkPreset(
+        name="cpu", configuration="2d_cpu",
+        reduced=ReducedConfiguration("2d_cpu", patch_edge=96, batch_size=8, n_stages=5, base_features=16,
+                                     max_features=128),
+        pretrain_epochs=20, pretrain_iterations=100, finetune_epochs=8, finetune_iterations=50, val_iterations=2,
+        num_labeled=(1,), num_labeled_slices=(4,), repeats=3),
+    "gpu": BenchmarkPreset(
+        name="gpu", configuration="2d", reduced=None,
+        pretrain_epochs=200, pretrain_iterations=250, finetune_epochs=100, finetune_iterations=250,
+        val_iterations=50, num_labeled=(1, 2, 3), num_labeled_slices=(4, 16), repeats=3),
+}

@@ -1,0 +1,277 @@
+"""The benchmark's report: ``results.json`` (every raw number, settings, versions, machine, date),
+``report.md`` (tables, paired tests, wall times) and two plots (label-efficiency curve, contours).
+
+Statistics: a run's score is the mean over held-out cases of the mean over organs; "mean +- std" is
+over repeats (different labelled cases). Paired differences against stock nnU-Net pair each
+held-out case of each repeat (same labelled cases, same case), tested with the Wilcoxon
+signed-rank test (scipy, two-sided).
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import SimpleITK as sitk  # noqa: E402
+import torch  # noqa: E402
+from scipy.stats import wilcoxon  # noqa: E402
+
+from nnunet_diffusion_pretrain.benchmark.run_catalogue import (METHOD_LABELS, METHODS, STOCK, TrainingRun,  # noqa: E402
+                                                               budget_order)
+from nnunet_diffusion_pretrain.lowlabel_splits import write_json_atomically  # noqa: E402
+
+METRICS = ("dice", "nsd")
+COLORS = {STOCK: "tab:gray", METHODS[1]: "tab:blue", METHODS[2]: "tab:green", METHODS[3]: "tab:red"}
+
+
+def _versions() -> dict:
+    out = {"python": platform.python_version()}
+    for package in ("torch", "nnunetv2", "dynamic_network_architectures", "diffusers", "monai", "SimpleITK",
+                    "numpy", "scipy", "nnunet-diffusion-pretrain"):
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:
+            out[package] = None
+    return out
+
+
+def _machine() -> dict:
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30 if hasattr(os, "sysconf") else None
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "memory_gib": round(memory, 1) if memory else None,
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def _run_scores(cases: dict) -> dict[str, dict[str, float]]:
+    """Per case: mean over organs of each metric."""
+    return {case: {m: float(np.mean([organ[m] for organ in organs.values()])) for m in METRICS}
+            for case, organs in cases.items()}
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def _paired_test(method_cases: list[float], stock_cases: list[float]) -> dict:
+    diffs = np.array(method_cases) - np.array(stock_cases)
+    if len(diffs) == 0:
+        return {}
+    p = 1.0 if not np.any(diffs) else float(wilcoxon(diffs).pvalue)
+    return {"mean_difference": float(diffs.mean()), "wins": int((diffs > 0).sum()), "losses": int((diffs < 0).sum()),
+            "pairs": int(len(diffs)), "wilcoxon_p": p}
+
+
+def summarize(runs: list[TrainingRun], metrics: dict[str, dict]) -> dict:
+    """Aggregates per (budget, method): scores over repeats, per-organ means, paired tests vs stock."""
+    groups: dict[tuple, list[TrainingRun]] = {}
+    for run in runs:
+        groups.setdefault((run.kind, run.budget, run.budget_label), []).append(run)
+    summary = []
+    for (kind, budget, label), members in sorted(groups.items(), key=lambda kv: budget_order(*kv[0][:2])):
+        by_method = {}
+        for method in METHODS:
+            mruns = sorted((r for r in members if r.method == method), key=lambda r: r.repeat)
+            if not mruns:
+                continue
+            scores = [_run_scores(metrics[r.run_id]["cases"]) for r in mruns]
+            entry = {"repeats": len(mruns)}
+            for m in METRICS:
+                per_repeat = [float(np.mean([s[m] for s in sc.values()])) for sc in scores]
+                entry[m] = dict(zip(("mean", "std"), _mean_std(per_repeat)), per_repeat=per_repeat)
+            organs = next(iter(metrics[mruns[0].run_id]["cases"].values())).keys()
+            entry["organs"] = {o: {m: float(np.mean([c[o][m] for r in mruns for c in metrics[r.run_id]["cases"].values()]))
+                                   for m in METRICS} for o in organs}
+            entry["case_scores"] = [[sc[c]["dice"] for c in sorted(sc)] for sc in scores]
+            by_method[method] = entry
+        if STOCK in by_method:
+            stock_cases = sum(by_method[STOCK]["case_scores"], [])
+            for method, entry in by_method.items():
+                if method != STOCK and entry["repeats"] == by_method[STOCK]["repeats"]:
+                    entry["vs_stock_dice"] = _paired_test(sum(entry["case_scores"], []), stock_cases)
+        summary.append({"kind": kind, "budget": budget, "label": label, "methods": by_method})
+    return {"budgets": summary}
+
+
+def _verdicts(summary: dict) -> list[str]:
+    """The issue's target, checked for the scarcest budgets: best diffusion method's margin over
+    stock nnU-Net on mean Dice against the spread over repeats."""
+    lines = []
+    for group in summary["budgets"]:
+        methods = group["methods"]
+        if group["kind"] == "all" or STOCK not in methods or len(methods) < 2:
+            continue
+        best = max((m for m in methods if m != STOCK), key=lambda m: methods[m]["dice"]["mean"])
+        margin = methods[best]["dice"]["mean"] - methods[STOCK]["dice"]["mean"]
+        spread = max(methods[best]["dice"]["std"], methods[STOCK]["dice"]["std"])
+        verdict = "MET" if margin > spread else "NOT met"
+        test = methods[best].get("vs_stock_dice", {})
+        lines.append(f"- **{group['label']}**: best diffusion method {METHOD_LABELS[best]} "
+                     f"{methods[best]['dice']['mean']:.3f} vs stock {methods[STOCK]['dice']['mean']:.3f}: margin "
+                     f"{margin:+.3f}, spread over repeats (larger std) {spread:.3f} -> target {verdict}"
+                     + (f" (paired over cases: {test['wins']}/{test['pairs']} wins, Wilcoxon p = "
+                        f"{test['wilcoxon_p']:.3g})" if test else ""))
+    return lines
+
+
+def _label_efficiency_plot(summary: dict, path: Path) -> None:
+    groups = summary["budgets"]
+    low = [g for g in groups if g["kind"] != "all"]
+    upper = [g for g in groups if g["kind"] == "all"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    x = np.arange(len(low))
+    for ax, metric in zip(axes, METRICS):
+        for i, method in enumerate(METHODS):
+            points = [(k, g["methods"][method][metric]) for k, g in enumerate(low) if method in g["methods"]]
+            if not points:
+                continue
+            xs = np.array([p[0] for p in points]) + (i - 1.5) * 0.06
+            ax.errorbar(xs, [p[1]["mean"] for p in points], yerr=[p[1]["std"] for p in points], marker="o",
+                        capsize=3, color=COLORS[method], label=METHOD_LABELS[method])
+        for g in upper:
+            stats = g["methods"][STOCK][metric]
+            ax.axhline(stats["mean"], color=COLORS[STOCK], linestyle="--",
+                       label=f"stock nnU-Net, {g['label']} (upper bound)")
+        ax.set_xticks(x, [g["label"] for g in low])
+        ax.set_xlabel("labelled training data")
+        ax.set_ylabel(f"held-out mean {'Dice' if metric == 'dice' else 'NSD'}")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8, loc="lower right")
+    fig.suptitle("Label efficiency (mean +- std over repeats)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _contour_figure(runs: list[TrainingRun], results_root: Path, plans: str, configuration: str, raw: Path,
+                    case: str, labels: dict, path: Path) -> None:
+    """Predicted organ contours of every method on the same axial slice of one held-out case
+    (repeat 0 of each low-label budget), beside the reference."""
+    ending = json.loads((raw / "dataset.json").read_text())["file_ending"]
+    image = sitk.GetArrayFromImage(sitk.ReadImage(str(raw / "imagesTr" / f"{case}_0000{ending}")))
+    reference = sitk.GetArrayFromImage(sitk.ReadImage(str(raw / "labelsTr" / f"{case}{ending}")))
+    z = int(np.argmax((reference > 0).sum(axis=(1, 2))))
+    organs = {n: v for n, v in labels.items() if v != 0 and n != "ignore"}
+    colors = plt.cm.tab10(np.arange(len(organs)))
+    rows = sorted({(r.kind, r.budget, r.budget_label) for r in runs if r.kind != "all" and r.repeat == 0},
+                  key=lambda k: budget_order(*k[:2]))
+    fig, axes = plt.subplots(len(rows), len(METHODS) + 1, figsize=(3 * (len(METHODS) + 1), 3 * len(rows)),
+                             squeeze=False)
+    low, high = np.percentile(image[z], (1, 99))
+
+    def draw(ax, seg, title):
+        ax.imshow(image[z], cmap="gray", vmin=low, vmax=high, origin="lower")
+        for color, value in zip(colors, organs.values()):
+            if (seg == value).any():
+                ax.contour(seg == value, levels=[0.5], colors=[color], linewidths=1.2)
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+
+    for row, (kind, budget, label) in enumerate(rows):
+        draw(axes[row, 0], reference[z], f"reference ({case}, slice {z})")
+        for col, method in enumerate(METHODS, start=1):
+            run = next((r for r in runs if (r.kind, r.budget, r.repeat, r.method) == (kind, budget, 0, method)), None)
+            prediction = None if run is None else \
+                run.fold_folder(results_root, plans, configuration) / "validation" / f"{case}{ending}"
+            if prediction is None or not prediction.is_file():
+                axes[row, col].axis("off")
+                continue
+            draw(axes[row, col], sitk.GetArrayFromImage(sitk.ReadImage(str(prediction)))[z],
+                 f"{METHOD_LABELS[method]}\n{label}, repeat 0")
+    handles = [plt.Line2D([], [], color=c, label=n) for c, n in zip(colors, organs)]
+    fig.legend(handles=handles, loc="lower center", ncol=len(organs), fontsize=9)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _fmt(stats: dict) -> str:
+    return f"{stats['mean']:.3f} +- {stats['std']:.3f}"
+
+
+def _markdown(meta: dict, summary: dict, state: dict, runs: list[TrainingRun], held_out: list[str],
+              organs: list[str], now: str, versions: dict, machine: dict) -> str:
+    preset = state["settings"]["preset"]
+    lines = [f"# Label-efficiency benchmark: {meta['dataset']}, preset `{preset['name']}`", "",
+             f"Date {now}. Machine: {machine['processor']}, {machine['cpu_count']} CPUs, {machine['memory_gib']} GiB, "
+             f"GPU: {machine['gpu'] or 'none'}. torch {versions['torch']}, nnunetv2 {versions['nnunetv2']}, "
+             f"monai {versions['monai']}, diffusers {versions['diffusers']}.", "",
+             "## Settings", "",
+             f"- Held-out cases ({len(held_out)}, never seen in pretraining or training): {', '.join(held_out)}.",
+             f"- Configuration `{preset['configuration']}` of plans `{meta['plans']}` (nnU-Net's planner with axial "
+             f"2D slices)" + (f"; reduced, inherits from `2d`: {preset['reduced']}" if preset["reduced"] else "") + ".",
+             f"- Diffusion pretraining: {preset['pretrain_epochs']} x {preset['pretrain_iterations']} iterations on "
+             f"the images of all non-held-out cases + unlabeled scans {state['settings']['unlabeled'] or '(none)'}.",
+             f"- Every segmentation run: {preset['finetune_epochs']} epochs x {preset['finetune_iterations']} "
+             f"iterations (same for every method), nnU-Net's final validation on the held-out cases "
+             f"(sliding window, mirroring TTA, same for every method).",
+             f"- Budgets: {preset['num_labeled']} labelled volumes, {preset['num_labeled_slices']} labelled slices "
+             f"(one volume), {preset['repeats']} repeats with different labelled cases; upper bound: stock nnU-Net "
+             f"with every training label.",
+             f"- Metrics: Dice and NSD (tolerance {meta['args']['nsd_tolerance']} mm) per organ with MONAI; "
+             f"run score = mean over held-out cases of the organ mean.",
+             "- No setting was tuned on the held-out cases (all fixed before the run).", "",
+             "## Target: diffusion pretraining beats stock nnU-Net at the scarcest budgets", "",
+             *(_verdicts(summary) or ["- (no low-label budget with stock and diffusion runs)"]), "",
+             "## Mean Dice / NSD (mean +- std over repeats)", "",
+             "| labelled data | method | repeats | Dice | NSD | paired Dice diff vs stock | wins/pairs | Wilcoxon p |",
+             "|---|---|---|---|---|---|---|---|"]
+    for group in summary["budgets"]:
+        for method, e in group["methods"].items():
+            t = e.get("vs_stock_dice", {})
+            lines.append(f"| {group['label']} | {METHOD_LABELS[method]} | {e['repeats']} | {_fmt(e['dice'])} | "
+                         f"{_fmt(e['nsd'])} | " + (f"{t['mean_difference']:+.3f} | {t['wins']}/{t['pairs']} | "
+                                                   f"{t['wilcoxon_p']:.3g} |" if t else "| | |"))
+    lines += ["", "## Per organ: Dice (NSD), mean over repeats and held-out cases", "",
+              "| labelled data | method | " + " | ".join(organs) + " |", "|---|---|" + "---|" * len(organs)]
+    for group in summary["budgets"]:
+        for method, e in group["methods"].items():
+            lines.append(f"| {group['label']} | {METHOD_LABELS[method]} | " + " | ".join(
+                f"{e['organs'][o]['dice']:.3f} ({e['organs'][o]['nsd']:.3f})" for o in organs) + " |")
+    lines += ["", "## Wall time", "", "| phase | seconds |", "|---|---|"]
+    lines += [f"| {k} | {v:.0f} |" for k, v in state["phases"].items()]
+    for method in METHODS:
+        seconds = [state["runs"][r.run_id] for r in runs if r.method == method and r.run_id in state["runs"]]
+        if seconds:
+            lines.append(f"| training + validation, {METHOD_LABELS[method]} ({len(seconds)} runs, mean "
+                         f"{np.mean(seconds):.0f} s/run) | {sum(seconds):.0f} |")
+    lines += ["", "## Plots", "", "![label efficiency](label_efficiency.png)", "",
+              "![contours](contours.png)", "", "Raw numbers: `results.json`."]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(out: Path, runs: list[TrainingRun], work: Path, state: dict, labels: dict, held_out: list[str],
+                 pretrain_folder: Path, meta: dict) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = {r.run_id: json.loads((work / "metrics" / f"{r.run_id}.json").read_text()) for r in runs}
+    summary = summarize(runs, metrics)
+    organs = [n for n, v in labels.items() if v != 0 and n != "ignore"]
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    versions, machine = _versions(), _machine()
+    preset = state["settings"]["preset"]
+    raw = work / "nnUNet_raw" / meta["dataset"]
+    _label_efficiency_plot(summary, out / "label_efficiency.png")
+    _contour_figure(runs, work / "nnUNet_results", meta["plans"], preset["configuration"], raw, held_out[0], labels,
+                    out / "contours.png")
+    samples = pretrain_folder / "samples" / "samples.png"
+    write_json_atomically(out / "results.json", {
+        "date": now, "machine": machine, "versions": versions, "meta": meta, "settings": state["settings"],
+        "held_out": held_out, "wall_time_s": {"phases": state["phases"], "runs": state["runs"]},
+        "runs": [{"run_id": r.run_id, "method": r.method, "kind": r.kind, "budget": r.budget, "repeat": r.repeat,
+                  "dataset": r.dataset, "fold": r.fold, "train": list(r.train), "cases": metrics[r.run_id]["cases"]}
+                 for r in runs],
+        "summary": summary})
+    report = _markdown(meta, summary, state, runs, held_out, organs, now, versions, machine)
+    if samples.is_file():
+        (out / "pretraining_samples.png").write_bytes(samples.read_bytes())
+        report += "\n![DDIM samples of the pretrained model](pretraining_samples.png)\n"
+    (out / "report.md").write_text(report)
+    return out / "report.md"

@@ -1,0 +1,269 @@
+"""``nnUNetv2_diffusion_benchmark``: diffusion pretraining against stock nnU-Net on one dataset, on
+identical low-label splits and budgets, evaluated on held-out cases with Dice and NSD.
+
+    nnUNetv2_diffusion_benchmark --preset cpu --convert btcv6_subset -i ../shared/data/abdomen_ct_btcv6 \\
+        --unlabeled ../shared/data/unlabeled_ct --num-held-out 3 -o benchmarks/results/btcv6_cpu
+
+Steps (each a stock nnU-Net command or one of ours, printed as it runs): conversion, fingerprint,
+axial planning plus the preset's reduced configuration, preprocessing, low-label splits (one
+held-out set for everything), the unlabeled pool, one diffusion pretraining run on the images of
+every non-held-out case, then for every budget and repeat stock nnU-Net and the three transfer
+trainers with the same budget, and stock nnU-Net on all training labels (the upper bound).
+Finally report.md, results.json and plots in the output folder.
+
+nnU-Net's folders live in the work folder (-w), never in your own nnUNet_raw/_preprocessed/_results.
+Re-running the same command continues where it stopped: finished runs are not redone, an
+interrupted run continues from its latest checkpoint, and nothing is deleted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from nnunet_diffusion_pretrain.benchmark.axial_plans import AXIAL_PLANS, plan_axial
+from nnunet_diffusion_pretrain.benchmark.presets import PRESETS, BenchmarkPreset
+from nnunet_diffusion_pretrain.benchmark.reduced_configuration import add_configuration, reduced_2d_configuration
+from nnunet_diffusion_pretrain.benchmark.report import write_report
+from nnunet_diffusion_pretrain.benchmark.run_catalogue import PRETRAINER, TrainingRun, catalogue
+from nnunet_diffusion_pretrain.benchmark.segmentation_metrics import organ_metrics
+from nnunet_diffusion_pretrain.cli.console_scripts import console_script
+from nnunet_diffusion_pretrain.cli.errors import exits_cleanly_on_user_errors
+from nnunet_diffusion_pretrain.cli.setup_env import ext_trainer_folder
+from nnunet_diffusion_pretrain.cli.subprocess_steps import run_step
+from nnunet_diffusion_pretrain.errors import UserFacingError
+from nnunet_diffusion_pretrain.lowlabel_splits import MANIFEST_NAME, write_json_atomically
+
+CONVERTERS = ("btcv6_subset", "chaos_mr", "flare22", "btcv", "amos22", "word", "abdomenct1k")
+STATE_FILE = "benchmark_state.json"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--convert", choices=CONVERTERS, help="convert a download with nnUNetv2_convert_NAME -i DIR")
+    source.add_argument("--raw-dataset", type=Path, help="an existing nnU-Net raw dataset folder (DatasetXXX_Name)")
+    parser.add_argument("-i", type=Path, help="the download to convert (with --convert)")
+    parser.add_argument("-d", type=int, default=601, help="dataset ID in the work folder (with --convert); default 601")
+    parser.add_argument("--unlabeled", type=Path, nargs="*", default=[],
+                        help="folders of unlabeled scans for the pretraining pool (besides the training cases' images)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="default cpu")
+    parser.add_argument("--num-held-out", type=int, default=None, help="held-out cases; default 20%% of the cases")
+    parser.add_argument("--num-labeled", type=int, nargs="*", default=None, help="volume budgets (preset's default)")
+    parser.add_argument("--num-labeled-slices", type=int, nargs="*", default=None,
+                        help="slice budgets (preset's default)")
+    parser.add_argument("--repeats", type=int, default=None, help="repeats per budget (preset's default)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the held-out set and the labelled cases")
+    parser.add_argument("--pretrain-epochs", type=int, default=None, help="override the preset (e.g. a smoke test)")
+    parser.add_argument("--finetune-epochs", type=int, default=None, help="override the preset")
+    parser.add_argument("--iterations-per-epoch", type=int, default=None,
+                        help="override the preset's iterations per epoch (pretraining and segmentation)")
+    parser.add_argument("--nsd-tolerance", type=float, default=2.0,
+                        help="NSD tolerance in mm; default 2.0 (FLARE22 used 1 mm at finer spacing)")
+    parser.add_argument("-w", "--work", type=Path, default=None,
+                        help="work folder for nnU-Net's folders, logs and checkpoints; default benchmarks/work/NAME")
+    parser.add_argument("-o", "--output", type=Path, default=None,
+                        help="report folder; default benchmarks/results/NAME (NAME = dataset name + preset)")
+    parser.add_argument("-device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("-np", type=int, default=2, help="processes for conversion and preprocessing; default 2")
+    return parser
+
+
+def _effective_preset(args: argparse.Namespace) -> BenchmarkPreset:
+    preset = PRESETS[args.preset]
+    changes = {"num_labeled": args.num_labeled, "num_labeled_slices": args.num_labeled_slices,
+               "repeats": args.repeats, "pretrain_epochs": args.pretrain_epochs,
+               "finetune_epochs": args.finetune_epochs, "pretrain_iterations": args.iterations_per_epoch,
+               "finetune_iterations": args.iterations_per_epoch}
+    values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in changes.items() if v is not None}
+    return BenchmarkPreset(**{**preset.as_dict(), "reduced": preset.reduced, **values})
+
+
+class Benchmark:
+    """The pipeline's state: folders, environment, timings (kept in the work folder's state file)."""
+
+    def __init__(self, args: argparse.Namespace, preset: BenchmarkPreset, dataset_name: str, work: Path, out: Path):
+        self.args, self.preset, self.dataset, self.work, self.out = args, preset, dataset_name, work, out
+        self.dataset_id = int(dataset_name[7:10])
+        self.slice_dataset_id = self.dataset_id + 100 if self.dataset_id < 900 else self.dataset_id - 100
+        self.env = dict(os.environ)
+        self.env.update({"nnUNet_raw": str(work / "nnUNet_raw"), "nnUNet_preprocessed": str(work / "nnUNet_preprocessed"),
+                         "nnUNet_results": str(work / "nnUNet_results"), "nnUNet_extTrainer": ext_trainer_folder(),
+                         "nnUNet_def_n_proc": "1"})  # export workers only contend with inference on few cores
+        self.env.pop("nnUNet_diffusion_pool", None)
+        self.state_file = work / STATE_FILE
+        self.state = json.loads(self.state_file.read_text()) if self.state_file.is_file() else {"phases": {}, "runs": {}}
+        settings = {"preset": preset.as_dict(), "seed": args.seed, "num_held_out": args.num_held_out,
+                    "unlabeled": sorted(str(p.resolve()) for p in args.unlabeled)}
+        fixed = ("pretrain_epochs", "pretrain_iterations", "finetune_epochs", "finetune_iterations", "configuration")
+        old = self.state.get("settings")
+        if old and (any(old["preset"][k] != settings["preset"][k] for k in fixed) or old["seed"] != args.seed
+                    or old["num_held_out"] != args.num_held_out):
+            raise UserFacingError(f"{work} holds a benchmark with other settings ({old['preset']['name']} preset, "
+                                  f"seed {old['seed']}, {old['num_held_out']} held out); use another -w folder "
+                                  f"or the same settings (budgets and repeats may be extended)")
+        self.state["settings"] = settings
+
+    def save_state(self) -> None:
+        write_json_atomically(self.state_file, self.state)
+
+    def phase(self, name: str, title: str, command: list[str], env: dict | None = None) -> None:
+        seconds = run_step(title, command, env or self.env, self.work / "logs" / f"{name}.log")
+        self.state["phases"][name] = self.state["phases"].get(name, 0.0) + seconds
+        self.save_state()
+
+    def folder(self, key: str) -> Path:
+        return Path(self.env[key])
+
+    def training_env(self, epochs: int, iterations: int) -> dict:
+        return dict(self.env, nnUNet_num_epochs=str(epochs), nnUNet_num_iterations_per_epoch=str(iterations),
+                    nnUNet_num_val_iterations_per_epoch=str(self.preset.val_iterations),
+                    nnUNet_n_proc_DA=self.env.get("nnUNet_n_proc_DA", "0"))
+
+
+def _prepare_dataset(args: argparse.Namespace, work: Path) -> str:
+    raw = work / "nnUNet_raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    if args.raw_dataset:
+        source = args.raw_dataset.resolve()
+        if not (source / "dataset.json").is_file() or not source.name.startswith("Dataset"):
+            raise UserFacingError(f"{source} is not an nnU-Net raw dataset folder (DatasetXXX_Name with dataset.json)")
+        link = raw / source.name
+        if not link.exists():
+            link.symlink_to(source, target_is_directory=True)
+        return source.name
+    if args.i is None:
+        raise UserFacingError("--convert needs -i (the download's folder)")
+    existing = sorted(raw.glob(f"Dataset{args.d:03d}_*"))
+    if existing and (existing[0] / "dataset.json").is_file():
+        return existing[0].name
+    env = dict(os.environ, nnUNet_raw=str(raw))
+    run_step(f"convert {args.i} ({args.convert})", [console_script(f"nnUNetv2_convert_{args.convert}"), "-i",
+                                                    str(args.i), "-d", str(args.d), "-np", str(args.np)], env)
+    return sorted(raw.glob(f"Dataset{args.d:03d}_*"))[0].name
+
+
+def _plan(bench: Benchmark) -> None:
+    preprocessed = bench.folder("nnUNet_preprocessed") / bench.dataset
+    if not (preprocessed / "dataset_fingerprint.json").is_file():
+        bench.phase("fingerprint", "fingerprint and dataset integrity check (stock nnU-Net)", [
+            console_script("nnUNetv2_extract_fingerprint"), "-d", str(bench.dataset_id), "-np", str(bench.args.np),
+            "--verify_dataset_integrity"])
+    plans_file = preprocessed / f"{AXIAL_PLANS}.json"
+    if not plans_file.is_file():
+        print(f"\n=== plan with nnU-Net's ExperimentPlanner, axial 2D slices (suppress_transpose) -> {plans_file}")
+        os.environ.update({k: bench.env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")})
+        plan_axial(bench.dataset_id)
+    reduced = bench.preset.reduced
+    if reduced is not None:
+        plans = json.loads(plans_file.read_text())
+        entry = reduced_2d_configuration(plans, AXIAL_PLANS, reduced.name, reduced.patch_edge, reduced.batch_size,
+                                         reduced.n_stages, reduced.base_features, reduced.max_features)
+        add_configuration(plans_file, reduced.name, entry)
+    if "preprocess" not in bench.state["phases"]:
+        bench.phase("preprocess", f"preprocess configuration {bench.preset.configuration} (stock nnU-Net)", [
+            console_script("nnUNetv2_preprocess"), "-d", str(bench.dataset_id), "-plans_name", AXIAL_PLANS,
+            "-c", bench.preset.configuration, "-np", str(bench.args.np)])
+
+
+def _splits(bench: Benchmark) -> list[Path]:
+    preset = bench.preset
+    command = [console_script("nnUNetv2_make_lowlabel_splits"), "-d", str(bench.dataset_id), "-p", AXIAL_PLANS,
+               "-c", preset.configuration, "--all-labeled", "--repeats", str(preset.repeats), "--seed",
+               str(bench.args.seed), "-np", str(bench.args.np)]
+    if bench.args.num_held_out is not None:
+        command += ["--num-val", str(bench.args.num_held_out)]
+    if preset.num_labeled:
+        command += ["--num-labeled", *map(str, preset.num_labeled)]
+    if preset.num_labeled_slices:
+        command += ["--num-labeled-slices", *map(str, preset.num_labeled_slices), "--slice-dataset-id",
+                    str(bench.slice_dataset_id)]
+    bench.phase("splits", "low-label splits: one held-out set, budgets x repeats, upper-bound fold", command)
+    folders = [bench.folder("nnUNet_preprocessed") / bench.dataset]
+    if preset.num_labeled_slices:
+        folders += sorted(bench.folder("nnUNet_preprocessed").glob(f"Dataset{bench.slice_dataset_id:03d}_*"))
+    return folders
+
+
+def _pretrain(bench: Benchmark, all_fold: int) -> Path:
+    preset = bench.preset
+    for folder in bench.args.unlabeled:
+        bench.phase("pool", f"add {folder} to the unlabeled pool", [
+            console_script("nnUNetv2_diffusion_add_unlabeled"), "-d", str(bench.dataset_id), "-c",
+            preset.configuration, "-p", AXIAL_PLANS, "-i", str(folder), "-np", str(bench.args.np)])
+    fold = (bench.folder("nnUNet_results") / bench.dataset / f"{PRETRAINER}__{AXIAL_PLANS}__{preset.configuration}"
+            / f"fold_{all_fold}")
+    checkpoint = fold / "checkpoint_final.pth"
+    if not (fold / "samples" / "samples.png").is_file():
+        resume = ["--c"] if any((fold / f"checkpoint_{k}.pth").is_file() for k in ("final", "latest")) else []
+        bench.phase("pretraining", f"diffusion pretraining, {preset.pretrain_epochs} x {preset.pretrain_iterations} "
+                    f"iterations, on the images of fold {all_fold} (held-out cases unseen) + the unlabeled pool", [
+            console_script("nnUNetv2_train"), str(bench.dataset_id), preset.configuration, str(all_fold), "-tr",
+            PRETRAINER, "-p", AXIAL_PLANS, "-device", bench.args.device, *resume],
+            bench.training_env(preset.pretrain_epochs, preset.pretrain_iterations))
+    return checkpoint
+
+
+def _train_and_evaluate(bench: Benchmark, run: TrainingRun, checkpoint: Path, labels: dict, held_out: list[str]
+                        ) -> None:
+    preset = bench.preset
+    fold = run.fold_folder(bench.folder("nnUNet_results"), AXIAL_PLANS, preset.configuration)
+    if not (fold / "validation" / "summary.json").is_file():
+        if (fold / "checkpoint_latest.pth").is_file() or (fold / "checkpoint_final.pth").is_file():
+            start = ["--c"]
+        else:
+            start = ["-pretrained_weights", str(checkpoint)] if run.needs_pretrained_weights else []
+        seconds = run_step(f"{run.run_id}: train on {', '.join(run.train)}, validate on the held-out cases", [
+            console_script("nnUNetv2_train"), run.dataset[7:10], preset.configuration, str(run.fold), "-tr",
+            run.method, "-p", AXIAL_PLANS, "-device", bench.args.device, *start],
+            bench.training_env(preset.finetune_epochs, preset.finetune_iterations),
+            bench.work / "logs" / f"{run.run_id}.log")
+        bench.state["runs"][run.run_id] = bench.state["runs"].get(run.run_id, 0.0) + seconds
+        bench.save_state()
+    metrics_file = bench.work / "metrics" / f"{run.run_id}.json"
+    if not metrics_file.is_file():
+        raw = bench.folder("nnUNet_raw") / bench.dataset
+        ending = json.loads((raw / "dataset.json").read_text())["file_ending"]
+        per_case = {case: organ_metrics(str(fold / "validation" / f"{case}{ending}"),
+                                        str(raw / "labelsTr" / f"{case}{ending}"), labels, bench.args.nsd_tolerance)
+                    for case in held_out}
+        metrics_file.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomically(metrics_file, {"run": run.run_id, "cases": per_case})
+
+
+@exits_cleanly_on_user_errors
+def main() -> int:
+    args = _parser().parse_args()
+    preset = _effective_preset(args)
+    name_hint = args.raw_dataset.name if args.raw_dataset else f"{args.convert}"
+    work = (args.work or Path("benchmarks/work") / f"{name_hint}_{preset.name}").resolve()
+    dataset = _prepare_dataset(args, work)
+    out = (args.output or Path("benchmarks/results") / f"{dataset}_{preset.name}").resolve()
+    bench = Benchmark(args, preset, dataset, work, out)
+    bench.save_state()
+    print(f"benchmark of {dataset}, preset {preset.name}; work folder {work}; report folder {out}")
+    print("inspect it with nnU-Net's commands after: " + " ".join(
+        f"export {k}={shlex.quote(bench.env[k])};" for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")))
+
+    _plan(bench)
+    manifest_folders = _splits(bench)
+    manifest = json.loads((manifest_folders[0] / MANIFEST_NAME).read_text())
+    all_fold = next(f["fold"] for f in manifest["folds"] if f["kind"] == "all")
+    checkpoint = _pretrain(bench, all_fold)
+
+    labels = json.loads((bench.folder("nnUNet_raw") / dataset / "dataset.json").read_text())["labels"]
+    runs = catalogue(manifest_folders)
+    started = time.time()
+    for run in tqdm(runs, desc="training runs", unit="run", disable=None):
+        _train_and_evaluate(bench, run, checkpoint, labels, manifest["held_out"])
+    print(f"\n{len(runs)} runs finished ({time.time() - started:.0f} s in this invocation)")
+    report = write_report(bench.out, runs, bench.work, bench.state, labels, manifest["held_out"], checkpoint.parent,
+                          {"dataset": dataset, "args": {k: str(v) for k, v in vars(args).items()},
+                           "plans": AXIAL_PLANS})
+    print(f"report: {report}")
+    return 0
