@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 
 from nnunet_diffusion_pretrain.errors import UserFacingError
@@ -19,17 +20,18 @@ from nnunet_diffusion_pretrain.lowlabel_splits import write_json_atomically
 def reduced_2d_configuration(plans: dict, plans_identifier: str, name: str, patch_edge: int, batch_size: int,
                              n_stages: int, base_features: int, max_features: int) -> dict:
     """The configuration entry: in-plane spacing scaled so the median slice is about ``patch_edge``
-    voxels wide (never finer than planned), square patch, U-Net truncated to ``n_stages``."""
+    voxels wide (never finer than planned), a patch that covers the median slice (at most
+    ``patch_edge``), the U-Net truncated to ``n_stages`` (or the planned number if fewer)."""
     base = plans["configurations"]["2d"]
-    if patch_edge % 2 ** (n_stages - 1):
-        raise UserFacingError(f"patch edge {patch_edge} must be divisible by 2^(n_stages-1) = {2 ** (n_stages - 1)}")
-    factor = max(1.0, max(base["median_image_size_in_voxels"]) / patch_edge)
     arch = copy.deepcopy(base["architecture"])
     kwargs = arch["arch_kwargs"]
     planned_stages = kwargs["n_stages"]
-    if n_stages > planned_stages:
-        raise UserFacingError(f"the planned 2d U-Net has {planned_stages} stages; a reduced one cannot have "
-                              f"{n_stages}")
+    n_stages = min(n_stages, planned_stages)  # small images: nnU-Net already planned fewer stages
+    divisor = 2 ** (n_stages - 1)
+    if patch_edge % divisor:
+        raise UserFacingError(f"patch edge {patch_edge} must be divisible by 2^(n_stages-1) = {divisor}")
+    factor = max(1.0, max(base["median_image_size_in_voxels"]) / patch_edge)
+    median = [m / factor for m in base["median_image_size_in_voxels"]]
     for key, value in list(kwargs.items()):  # per-stage lists (n_conv_per_stage, n_blocks_per_stage, ...)
         if isinstance(value, list) and len(value) in (planned_stages, planned_stages - 1) and key != "features_per_stage":
             kwargs[key] = value[: n_stages - (planned_stages - len(value))]
@@ -40,8 +42,8 @@ def reduced_2d_configuration(plans: dict, plans_identifier: str, name: str, patc
         "inherits_from": "2d",
         "data_identifier": f"{plans_identifier}_{name}",
         "spacing": [s * factor for s in base["spacing"]],
-        "median_image_size_in_voxels": [round(m / factor) for m in base["median_image_size_in_voxels"]],
-        "patch_size": [patch_edge, patch_edge],
+        "median_image_size_in_voxels": [round(m) for m in median],
+        "patch_size": [min(patch_edge, math.ceil(m / divisor) * divisor) for m in median],
         "batch_size": batch_size,
         "architecture": arch,
     }

@@ -111,7 +111,10 @@ def _verdicts(summary: dict) -> list[str]:
         best = max((m for m in methods if m != STOCK), key=lambda m: methods[m]["dice"]["mean"])
         margin = methods[best]["dice"]["mean"] - methods[STOCK]["dice"]["mean"]
         spread = max(methods[best]["dice"]["std"], methods[STOCK]["dice"]["std"])
-        verdict = "MET" if margin > spread else "NOT met"
+        if methods[best]["repeats"] < 2:
+            verdict = "undetermined (one repeat: no spread)"
+        else:
+            verdict = "MET" if margin > spread else "NOT met"
         test = methods[best].get("vs_stock_dice", {})
         lines.append(f"- **{group['label']}**: best diffusion method {METHOD_LABELS[best]} "
                      f"{methods[best]['dice']['mean']:.3f} vs stock {methods[STOCK]['dice']['mean']:.3f}: margin "

@@ -38,6 +38,7 @@ from nnunet_diffusion_pretrain.cli.setup_env import ext_trainer_folder
 from nnunet_diffusion_pretrain.cli.subprocess_steps import run_step
 from nnunet_diffusion_pretrain.errors import UserFacingError
 from nnunet_diffusion_pretrain.lowlabel_splits import MANIFEST_NAME, write_json_atomically
+from nnunet_diffusion_pretrain.sparse_slice_dataset import DERIVED_MARKER
 
 CONVERTERS = ("btcv6_subset", "chaos_mr", "flare22", "btcv", "amos22", "word", "abdomenct1k")
 STATE_FILE = "benchmark_state.json"
@@ -49,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--convert", choices=CONVERTERS, help="convert a download with nnUNetv2_convert_NAME -i DIR")
     source.add_argument("--raw-dataset", type=Path, help="an existing nnU-Net raw dataset folder (DatasetXXX_Name)")
     parser.add_argument("-i", type=Path, help="the download to convert (with --convert)")
-    parser.add_argument("-d", type=int, default=601, help="dataset ID in the work folder (with --convert); default 601")
+    parser.add_argument("-d", type=int, default=None,
+                        help="dataset ID in the work folder (with --convert); default: the converter's")
     parser.add_argument("--unlabeled", type=Path, nargs="*", default=[],
                         help="folders of unlabeled scans for the pretraining pool (besides the training cases' images)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="default cpu")
@@ -126,6 +128,11 @@ class Benchmark:
                     nnUNet_n_proc_DA=self.env.get("nnUNet_n_proc_DA", "0"))
 
 
+def _source_datasets(raw: Path, pattern: str) -> list[str]:
+    """Datasets in ``raw`` matching ``pattern``, without the slice datasets derived from them."""
+    return sorted(p.parent.name for p in raw.glob(f"{pattern}/dataset.json") if not (p.parent / DERIVED_MARKER).exists())
+
+
 def _prepare_dataset(args: argparse.Namespace, work: Path) -> str:
     raw = work / "nnUNet_raw"
     raw.mkdir(parents=True, exist_ok=True)
@@ -139,13 +146,17 @@ def _prepare_dataset(args: argparse.Namespace, work: Path) -> str:
         return source.name
     if args.i is None:
         raise UserFacingError("--convert needs -i (the download's folder)")
-    existing = sorted(raw.glob(f"Dataset{args.d:03d}_*"))
-    if existing and (existing[0] / "dataset.json").is_file():
-        return existing[0].name
+    pattern = "Dataset*" if args.d is None else f"Dataset{args.d:03d}_*"
+    existing = _source_datasets(raw, pattern)
+    if len(existing) > 1:
+        raise UserFacingError(f"{raw} holds several datasets ({', '.join(existing)}); pick one with -d")
+    if existing:
+        return existing[0]
     env = dict(os.environ, nnUNet_raw=str(raw))
     run_step(f"convert {args.i} ({args.convert})", [console_script(f"nnUNetv2_convert_{args.convert}"), "-i",
-                                                    str(args.i), "-d", str(args.d), "-np", str(args.np)], env)
-    return sorted(raw.glob(f"Dataset{args.d:03d}_*"))[0].name
+                                                    str(args.i), "-np", str(args.np),
+                                                    *([] if args.d is None else ["-d", str(args.d)])], env)
+    return _source_datasets(raw, pattern)[0]
 
 
 def _plan(bench: Benchmark) -> None:
