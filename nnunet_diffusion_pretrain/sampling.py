@@ -1,4 +1,4 @@
-"""Generate images with a trained denoiser (DDIM, diffusers' scheduler) and write them out."""
+"""Generate images with a trained denoiser (diffusers' DDIM and DDPM schedulers) and write them out."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,12 +16,19 @@ from tqdm import tqdm  # noqa: E402
 from nnunet_diffusion_pretrain.noise_schedule import DiffusionSettings  # noqa: E402
 
 
+SAMPLERS = ("ddim", "ddpm")
+
+
 @torch.no_grad()
-def ddim_sample(model: nn.Module, settings: DiffusionSettings, shape: tuple[int, ...], device: torch.device,
-                num_steps: int = 50, eta: float = 0.0, seed: int = 0, batch_size: int | None = None,
-                progress: bool = True) -> torch.Tensor:
-    """Draw ``shape[0]`` samples of shape ``shape[1:]`` (channels, *spatial); returns CPU float32."""
-    scheduler = settings.ddim_scheduler()
+def sample_images(model: nn.Module, settings: DiffusionSettings, shape: tuple[int, ...], device: torch.device,
+                  sampler: str = "ddim", num_steps: int = 50, eta: float = 0.0, seed: int = 0,
+                  batch_size: int | None = None, progress: bool = True) -> torch.Tensor:
+    """Draw ``shape[0]`` samples of shape ``shape[1:]`` (channels, *spatial) with diffusers' DDIM
+    (``eta`` 0 = deterministic) or DDPM (ancestral) sampler; returns CPU float32. All randomness
+    comes from one CPU generator seeded with ``seed``, so results repeat on any device."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    scheduler = settings.ddim_scheduler() if sampler == "ddim" else settings.ddpm_scheduler()
     scheduler.set_timesteps(num_steps)
     generator = torch.Generator().manual_seed(seed)
     batch_size = batch_size or shape[0]
@@ -30,11 +37,15 @@ def ddim_sample(model: nn.Module, settings: DiffusionSettings, shape: tuple[int,
     for start in range(0, shape[0], batch_size):
         n = min(batch_size, shape[0] - start)
         x = torch.randn((n, *shape[1:]), generator=generator).to(device)
-        steps = tqdm(scheduler.timesteps, desc=f"DDIM sampling {start + n}/{shape[0]}", disable=not progress)
+        steps = tqdm(scheduler.timesteps, desc=f"{sampler.upper()} sampling {start + n}/{shape[0]}",
+                     disable=not progress)
         for t in steps:
-            prediction = model(x, torch.full((n,), int(t), device=device, dtype=torch.long))
-            noise = torch.randn(x.shape, generator=generator).to(device) if eta > 0 else None
-            x = scheduler.step(prediction.float(), t, x, eta=eta, variance_noise=noise).prev_sample
+            prediction = model(x, torch.full((n,), int(t), device=device, dtype=torch.long)).float()
+            if sampler == "ddim":
+                noise = torch.randn(x.shape, generator=generator).to(device) if eta > 0 else None
+                x = scheduler.step(prediction, t, x, eta=eta, variance_noise=noise).prev_sample
+            else:  # diffusers draws the variance noise on the CPU generator and moves it to the device
+                x = scheduler.step(prediction, t, x, generator=generator).prev_sample
         batches.append(x.float().cpu())
     return torch.cat(batches)
 
@@ -47,7 +58,7 @@ def _display_slice(sample: np.ndarray) -> np.ndarray:
 
 def write_sample_grid(samples: np.ndarray, output_folder: Path, spacing: list[float],
                       real_patches: np.ndarray | None = None, title: str = "") -> list[Path]:
-    """Write each sample as NIfTI (network-space intensities, the configuration's spacing) and a
+    """Write each sample as NIfTI (the intensities given, the configuration's spacing) and a
     PNG grid, with real patches beside the generated ones where given. Returns the files written."""
     output_folder.mkdir(parents=True, exist_ok=True)
     written = []

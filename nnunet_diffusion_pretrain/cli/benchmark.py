@@ -220,8 +220,8 @@ def _pretrain(bench: Benchmark, all_fold: int) -> Path:
     return checkpoint
 
 
-def _train_and_evaluate(bench: Benchmark, run: TrainingRun, checkpoint: Path, labels: dict, held_out: list[str]
-                        ) -> None:
+def _train_and_evaluate(bench: Benchmark, run: TrainingRun, checkpoint: Path, labels: dict, held_out: list[str],
+                        progress: str) -> None:
     preset = bench.preset
     fold = run.fold_folder(bench.folder("nnUNet_results"), AXIAL_PLANS, preset.configuration)
     if not (fold / "validation" / "summary.json").is_file():
@@ -229,7 +229,7 @@ def _train_and_evaluate(bench: Benchmark, run: TrainingRun, checkpoint: Path, la
             start = ["--c"]
         else:
             start = ["-pretrained_weights", str(checkpoint)] if run.needs_pretrained_weights else []
-        seconds = run_step(f"{run.run_id}: train on {', '.join(run.train)}, validate on the held-out cases", [
+        seconds = run_step(f"[{progress}] {run.run_id}: train on {', '.join(run.train)}, validate on the held-out cases", [
             console_script("nnUNetv2_train"), run.dataset[7:10], preset.configuration, str(run.fold), "-tr",
             run.method, "-p", AXIAL_PLANS, "-device", bench.args.device, *start],
             bench.training_env(preset.finetune_epochs, preset.finetune_iterations),
@@ -270,8 +270,8 @@ def main() -> int:
     labels = json.loads((bench.folder("nnUNet_raw") / dataset / "dataset.json").read_text())["labels"]
     runs = catalogue(manifest_folders)
     started = time.time()
-    for run in tqdm(runs, desc="training runs", unit="run", disable=None):
-        _train_and_evaluate(bench, run, checkpoint, labels, manifest["held_out"])
+    for i, run in enumerate(tqdm(runs, desc="training runs", unit="run", disable=None)):
+        _train_and_evaluate(bench, run, checkpoint, labels, manifest["held_out"], f"run {i + 1}/{len(runs)}")
     print(f"\n{len(runs)} runs finished ({time.time() - started:.0f} s in this invocation)")
     report = write_report(bench.out, runs, bench.work, bench.state, labels, manifest["held_out"], checkpoint.parent,
                           {"dataset": dataset, "args": {k: str(v) for k, v in vars(args).items()},

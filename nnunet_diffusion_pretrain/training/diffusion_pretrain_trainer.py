@@ -31,7 +31,7 @@ from nnunet_diffusion_pretrain.planned_dataset import PlannedDataset
 from nnunet_diffusion_pretrain.pretraining_data import (PretrainingImages, center_patches,
                                                         generative_training_transforms, split_pool)
 from nnunet_diffusion_pretrain.pretraining_record import RECORD_KEY, pretraining_record, record_mismatches
-from nnunet_diffusion_pretrain.sampling import ddim_sample, write_sample_grid
+from nnunet_diffusion_pretrain.sampling import sample_images, write_sample_grid
 from nnunet_diffusion_pretrain.time_conditioning import TimeConditionedUNet, strip_unused_heads
 from nnunet_diffusion_pretrain.training_budget import apply_training_budget, positive_int_from_env
 from nnunet_diffusion_pretrain.unlabeled_pool import PoolManifest
@@ -284,8 +284,8 @@ class nnUNetTrainerDiffusionPretrain(nnUNetTrainer):
         denoiser = self.denoiser()
         self.print_to_log_file(f"Sampling {n} images with DDIM ({self.num_sampling_steps} steps, EMA weights)")
         with ema_weights_applied(denoiser, self.ema):
-            samples = ddim_sample(denoiser, self.diffusion_settings, (n, self.num_input_channels, *patch_size),
-                                  self.device, num_steps=self.num_sampling_steps, batch_size=self.batch_size)
+            samples = sample_images(denoiser, self.diffusion_settings, (n, self.num_input_channels, *patch_size),
+                                    self.device, "ddim", num_steps=self.num_sampling_steps, batch_size=self.batch_size)
         _, held_out = self.get_tr_and_val_datasets()
         real = center_patches(held_out, patch_size, n)
         written = write_sample_grid(samples.numpy(), Path(self.output_folder) / "samples",
