@@ -56,6 +56,15 @@ class TimeConditionedUNet(nn.Module):
         finally:
             self._film_params = None
 
+    def encode(self, x: torch.Tensor, timesteps: torch.Tensor) -> list[torch.Tensor]:
+        """The encoder's stage outputs (skips), conditioned on ``timesteps``: features of the
+        pretrained backbone, e.g. for a domain-specific image-quality metric."""
+        self._film_params = self.film(self.time_embedding(timesteps))
+        try:
+            return self.encoder(x)
+        finally:
+            self._film_params = None
+
 
 def strip_unused_heads(unet: nn.Module) -> nn.Module:
     """Keep only the full-resolution output head of a U-Net built without deep supervision.
