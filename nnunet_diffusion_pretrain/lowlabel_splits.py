@@ -116,3 +116,13 @@ def check_held_out_unchanged(preprocessed: Path, held_out: list[str]) -> None:
 
 def num_held_out(num_val: int | None, val_fraction: float, num_cases: int) -> int:
     return num_val if num_val is not None else max(1, math.floor(val_fraction * num_cases))
+
+
+def fold_cases(preprocessed: Path, fold: int) -> tuple[list[str], list[str]]:
+    """(training cases, validation cases) of one fold of the dataset's splits_final.json."""
+    splits = json.loads((preprocessed / "splits_final.json").read_text()) \
+        if (preprocessed / "splits_final.json").is_file() else []
+    if not 0 <= fold < len(splits):
+        raise UserFacingError(f"{preprocessed / 'splits_final.json'} has no fold {fold}; make it with "
+                              f"nnUNetv2_make_lowlabel_splits")
+    return sorted(splits[fold]["train"]), sorted(splits[fold]["val"])

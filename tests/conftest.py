@@ -96,3 +96,12 @@ def pretrained_checkpoint(nnunet_env, planned_phantom, tmp_path_factory) -> Path
     target = tmp_path_factory.mktemp("pretrained") / "diffusion_pretrained.pth"
     target.write_bytes(source.read_bytes())
     return target
+
+
+def lowlabel_fold(planned_phantom, env) -> tuple[int, list[str]]:
+    """The phantom's 1-labelled-case fold (repeat 0) and its held-out cases."""
+    run([command("nnUNetv2_make_lowlabel_splits"), "-d", str(planned_phantom["id"]), "--num-labeled", "1",
+         "--repeats", "2", "--num-val", "2", "--seed", "0"], env)
+    manifest = json.loads((planned_phantom["preprocessed"] / "lowlabel_splits.json").read_text())
+    entry = next(f for f in manifest["folds"] if f["kind"] == "cases" and f["budget"] == 1 and f["repeat"] == 0)
+    return entry["fold"], manifest["held_out"]

@@ -13,7 +13,7 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-from conftest import command, run, training_env
+from conftest import command, lowlabel_fold, run, training_env
 from nnunet_diffusion_pretrain.checkpoint_io import save_checkpoint_atomically
 from nnunet_diffusion_pretrain.errors import UserFacingError
 from nnunet_diffusion_pretrain.feature_probe import DiffusionFeatureClassifier
@@ -157,14 +157,6 @@ def test_frozen_parameters_stay_and_trained_ones_move(nnunet_env, planned_phanto
         assert all(m for k, m in moved.items() if k.startswith("encoder.") and k.endswith("conv.weight"))
         rest, encoder = trainer.optimizer.param_groups
         assert 0 < encoder["lr"] < rest["lr"] and encoder["lr"] < trainer.initial_lr
-
-
-def lowlabel_fold(planned_phantom, env) -> tuple[int, list[str]]:
-    run([command("nnUNetv2_make_lowlabel_splits"), "-d", str(planned_phantom["id"]), "--num-labeled", "1",
-         "--repeats", "2", "--num-val", "2", "--seed", "0"], env)
-    manifest = json.loads((planned_phantom["preprocessed"] / "lowlabel_splits.json").read_text())
-    entry = next(f for f in manifest["folds"] if f["kind"] == "cases" and f["budget"] == 1 and f["repeat"] == 0)
-    return entry["fold"], manifest["held_out"]
 
 
 @pytest.fixture(scope="module")
