@@ -9,21 +9,17 @@ reproducible without a random generator.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
 
 import numpy as np
-from nnunetv2.experiment_planning.plan_and_preprocess_api import preprocess_dataset
-from nnunetv2.experiment_planning.plans_for_pretraining.move_plans_between_datasets import \
-    move_plans_between_datasets
 from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 
+from nnunet_diffusion_pretrain.derived_dataset import (copy_images, derived_raw_folder, ignore_label,
+                                                       preprocess_on_source_plans)
 from nnunet_diffusion_pretrain.errors import UserFacingError
 from nnunet_diffusion_pretrain.planned_dataset import PlannedDataset
-
-DERIVED_MARKER = "derived_from.json"
 
 
 def spread_slices(foreground: np.ndarray, count: int, phase: float = 0.5) -> list[int]:
@@ -36,39 +32,26 @@ def spread_slices(foreground: np.ndarray, count: int, phase: float = 0.5) -> lis
     return sorted(int(foreground[min(p, len(foreground) - 1)]) for p in positions)
 
 
-def _copy_images(files: list[str], target_images: Path, case_id: str, file_ending: str) -> None:
-    for channel, f in enumerate(files):
-        shutil.copy(f, target_images / f"{case_id}_{channel:04d}{file_ending}")
-
-
 def write_sparse_slice_dataset(source: PlannedDataset, target_id: int, held_out: list[str],
                                volume_per_repeat: list[str], slice_counts: list[int], plans_identifier: str,
-                               num_processes: int = 2, configuration: str = "2d") -> tuple[str, list[tuple[int, int, str, list[int]]]]:
+                               num_processes: int = 2, configuration: str = "2d"
+                               ) -> tuple[str, list[tuple[int, int, str, list[int]]]]:
     """Create (or extend) the derived dataset; returns its name and, for every (slice count,
     repeat), the derived case id and the slices that keep labels."""
-    raw_root = Path(os.environ["nnUNet_raw"])
-    source_raw = raw_root / source.name
-    name = f"Dataset{target_id:03d}_{source.name.split('_', 1)[1]}Slices"
-    existing = [p for p in raw_root.glob(f"Dataset{target_id:03d}_*")] + \
-        [p for p in Path(os.environ["nnUNet_preprocessed"]).glob(f"Dataset{target_id:03d}_*")]
-    marker = raw_root / name / DERIVED_MARKER
-    provenance = {"source": source.name, "plans": plans_identifier, "held_out": sorted(held_out)}
-    if existing and not (marker.is_file() and json.loads(marker.read_text()) == provenance):
-        raise UserFacingError(f"dataset ID {target_id} is taken ({existing[0]}) by something other than a slice "
-                              f"dataset of {source.name} with this held-out set; choose another --slice-dataset-id")
+    source_raw = Path(os.environ["nnUNet_raw"]) / source.name
+    folder = derived_raw_folder(target_id, f"{source.name.split('_', 1)[1]}Slices",
+                                {"source": source.name, "plans": plans_identifier, "held_out": sorted(held_out)})
     dataset_json = source.dataset_json
     file_ending = dataset_json["file_ending"]
     files = get_filenames_of_train_images_and_targets(str(source_raw), dataset_json)
     rw = source.plans_manager.image_reader_writer_class()
     axis = source.plans_manager.transpose_forward[0]  # the raw array axis that nnU-Net's 2d slices
-    images, labels = raw_root / name / "imagesTr", raw_root / name / "labelsTr"
-    images.mkdir(parents=True, exist_ok=True)
-    labels.mkdir(exist_ok=True)
+    images, labels = folder / "imagesTr", folder / "labelsTr"
     for case in held_out:
         if not (labels / f"{case}{file_ending}").is_file():
-            _copy_images(files[case]["images"], images, case, file_ending)
+            copy_images(files[case]["images"], images, case, file_ending)
             shutil.copy(files[case]["label"], labels / f"{case}{file_ending}")
-    ignore = max(v for k, v in dataset_json["labels"].items() if k != "ignore") + 1
+    ignore = ignore_label(dataset_json["labels"])
     chosen = []
     for count in slice_counts:
         for repeat, volume in enumerate(volume_per_repeat):
@@ -85,19 +68,11 @@ def write_sparse_slice_dataset(source: PlannedDataset, target_id: int, held_out:
             index = [slice(None)] * 3
             index[axis] = slices
             sparse[tuple(index)] = seg[tuple(index)]
-            _copy_images(files[volume]["images"], images, derived, file_ending)
+            copy_images(files[volume]["images"], images, derived, file_ending)
             rw.write_seg(sparse, str(labels / f"{derived}{file_ending}"), properties)
     labels_json = {k: v for k, v in dataset_json["labels"].items() if k != "ignore"} | {"ignore": ignore}
-    (raw_root / name / "dataset.json").write_text(json.dumps({
-        **dataset_json, "labels": labels_json, "numTraining": len(list(labels.glob(f"*{file_ending}"))),
-        "name": name, "description": f"{source.name} with only a few labelled slices per training volume "
-                                     f"(others: ignore label {ignore}); held-out cases fully labelled"}, indent=2))
-    marker.write_text(json.dumps(provenance, indent=2))
-
-    target_preprocessed = Path(os.environ["nnUNet_preprocessed"]) / name
-    target_preprocessed.mkdir(parents=True, exist_ok=True)
-    move_plans_between_datasets(source.name, name, plans_identifier, plans_identifier)
-    shutil.copy(source.preprocessed_folder / "dataset_fingerprint.json", target_preprocessed)
-    shutil.copy(raw_root / name / "dataset.json", target_preprocessed)  # what nnU-Net's planning would copy
-    preprocess_dataset(target_id, plans_identifier, (configuration,), (num_processes,), verbose=False)
-    return name, chosen
+    preprocess_on_source_plans(source, folder, target_id, labels_json,
+                               f"{source.name} with only a few labelled slices per training volume (others: ignore "
+                               f"label {ignore}); held-out cases fully labelled", plans_identifier, configuration,
+                               num_processes)
+    return folder.name, chosen

@@ -38,7 +38,7 @@ from nnunet_diffusion_pretrain.cli.setup_env import ext_trainer_folder
 from nnunet_diffusion_pretrain.cli.subprocess_steps import run_step
 from nnunet_diffusion_pretrain.errors import UserFacingError
 from nnunet_diffusion_pretrain.lowlabel_splits import MANIFEST_NAME, write_json_atomically
-from nnunet_diffusion_pretrain.sparse_slice_dataset import DERIVED_MARKER
+from nnunet_diffusion_pretrain.derived_dataset import DERIVED_MARKER
 
 CONVERTERS = ("btcv6_subset", "chaos_mr", "flare22", "btcv", "amos22", "word", "abdomenct1k")
 STATE_FILE = "benchmark_state.json"

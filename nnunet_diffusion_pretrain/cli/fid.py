@@ -19,13 +19,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from nnunet_diffusion_pretrain.cli.checkpoint_arguments import add_checkpoint_arguments, resolve_checkpoint
 from nnunet_diffusion_pretrain.cli.errors import exits_cleanly_on_user_errors
 from nnunet_diffusion_pretrain.errors import UserFacingError
 from nnunet_diffusion_pretrain.feature_networks import InceptionFeatures, NnunetEncoderFeatures
 from nnunet_diffusion_pretrain.generation_metrics import quality_metrics
 from nnunet_diffusion_pretrain.image_sets import nnunet_normalised, read_slices, slice_geometry, windowed_uint8
 from nnunet_diffusion_pretrain.planned_dataset import load_planned_dataset
-from nnunet_diffusion_pretrain.pretrained_denoiser import PRETRAINER, checkpoint_path, load_pretrained_denoiser
+from nnunet_diffusion_pretrain.pretrained_denoiser import load_pretrained_denoiser
 
 
 def _features(network, images: torch.Tensor, batch_size: int, what: str) -> dict[str, torch.Tensor]:
@@ -45,11 +46,7 @@ def main() -> int:
     parser.add_argument("--window", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
                         help="intensity window for Inception; default: the real set's 0.5/99.5 percentiles")
     parser.add_argument("-d", help="dataset (for --features nnunet)")
-    parser.add_argument("-c", default="2d", help="configuration (for --features nnunet); default 2d")
-    parser.add_argument("-p", default="nnUNetPlans", help="plans identifier; default nnUNetPlans")
-    parser.add_argument("-tr", default=PRETRAINER)
-    parser.add_argument("-f", default="all", help="fold of the pretraining; default all")
-    parser.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint name or path")
+    add_checkpoint_arguments(parser)
     parser.add_argument("-k", type=int, default=3, help="neighbourhood size for precision/recall; default 3")
     parser.add_argument("--max-images", type=int, default=None, help="use at most this many slices per set")
     parser.add_argument("--seed", type=int, default=0, help="seed of the --max-images subset")
@@ -77,8 +74,7 @@ def main() -> int:
                                                          "generated slices"), args.k) | {"window": [low, high]}
     if "nnunet" in args.features:
         dataset = load_planned_dataset(args.d, args.c, args.p)
-        chk = Path(args.chk)
-        checkpoint = chk if chk.is_file() else checkpoint_path(dataset, args.p, args.tr, args.f, args.chk)
+        checkpoint = resolve_checkpoint(args, dataset)
         network = NnunetEncoderFeatures(load_pretrained_denoiser(dataset, checkpoint, device).network, device)
         results["nnunet_encoder"] = quality_metrics(
             _features(network, nnunet_normalised(real, dataset), args.batch_size, "real slices"),

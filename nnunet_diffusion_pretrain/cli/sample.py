@@ -17,11 +17,12 @@ from pathlib import Path
 
 import torch
 
+from nnunet_diffusion_pretrain.cli.checkpoint_arguments import add_checkpoint_arguments, resolve_checkpoint
 from nnunet_diffusion_pretrain.cli.errors import exits_cleanly_on_user_errors
 from nnunet_diffusion_pretrain.errors import UserFacingError
 from nnunet_diffusion_pretrain.intensity_mapping import to_dataset_intensities
 from nnunet_diffusion_pretrain.planned_dataset import load_planned_dataset
-from nnunet_diffusion_pretrain.pretrained_denoiser import PRETRAINER, checkpoint_path, load_pretrained_denoiser
+from nnunet_diffusion_pretrain.pretrained_denoiser import load_pretrained_denoiser
 from nnunet_diffusion_pretrain.sampling import SAMPLERS, sample_images, write_sample_grid
 
 
@@ -29,11 +30,7 @@ from nnunet_diffusion_pretrain.sampling import SAMPLERS, sample_images, write_sa
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-d", required=True, help="dataset name or ID")
-    parser.add_argument("-c", default="2d", help="configuration (2d, 3d_fullres, ...); default 2d")
-    parser.add_argument("-p", default="nnUNetPlans", help="plans identifier; default nnUNetPlans")
-    parser.add_argument("-tr", default=PRETRAINER, help=f"pretraining trainer; default {PRETRAINER}")
-    parser.add_argument("-f", default="all", help="fold the pretraining ran on; default all")
-    parser.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint name in the fold folder, or a path")
+    add_checkpoint_arguments(parser)
     parser.add_argument("-n", type=int, default=16, help="number of samples; default 16")
     parser.add_argument("-o", type=Path, required=True, help="output folder (must be empty or new)")
     parser.add_argument("--sampler", choices=SAMPLERS, default="ddim", help="default ddim")
@@ -50,8 +47,7 @@ def main() -> int:
         raise UserFacingError(f"{args.o} is not empty; choose a new folder or pass --overwrite")
 
     dataset = load_planned_dataset(args.d, args.c, args.p)
-    chk = Path(args.chk)
-    checkpoint = chk if chk.is_file() else checkpoint_path(dataset, args.p, args.tr, args.f, args.chk)
+    checkpoint = resolve_checkpoint(args, dataset)
     device = torch.device(args.device)
     denoiser = load_pretrained_denoiser(dataset, checkpoint, device)
     patch = list(dataset.configuration_manager.patch_size)
