@@ -13,7 +13,7 @@ import SimpleITK as sitk
 from conftest import command, run
 from nnunet_diffusion_pretrain.benchmark.reduced_configuration import add_configuration, reduced_2d_configuration
 from nnunet_diffusion_pretrain.benchmark.report import summarize
-from nnunet_diffusion_pretrain.benchmark.run_catalogue import METHODS, STOCK, TrainingRun
+from nnunet_diffusion_pretrain.benchmark.run_catalogue import METHODS, STOCK, SYNTHETIC, TRAINERS, TrainingRun
 from nnunet_diffusion_pretrain.benchmark.segmentation_metrics import organ_metrics
 from nnunet_diffusion_pretrain.errors import UserFacingError
 from nnunet_diffusion_pretrain.phantom import write_phantom_dataset
@@ -97,7 +97,7 @@ def test_summary_pairs_cases_with_stock_and_reports_spread():
     runs, metrics = [], {}
     rng = np.random.default_rng(0)
     for repeat in range(3):
-        for method, offset in zip(METHODS, (0.0, 0.1, 0.0, -0.05)):
+        for method, offset in zip(TRAINERS, (0.0, 0.1, 0.0, -0.05)):
             run_ = TrainingRun(method, "cases", 1.0, repeat, "Dataset1_X", 5 + repeat, ("a",))
             runs.append(run_)
             cases = {}
@@ -125,13 +125,17 @@ def test_benchmark_command_end_to_end_and_resume(nnunet_env, tmp_path):
     work, out = tmp_path / "work", tmp_path / "report"
     args = [command("nnUNetv2_diffusion_benchmark"), "--raw-dataset", str(dataset), "--unlabeled", str(unlabeled),
             "--num-held-out", "2", "--num-labeled", "--num-labeled-slices", "4", "--repeats", "1",
+            "--synthetic-images", "2",
             "--pretrain-epochs", "1", "--finetune-epochs", "1", "--iterations-per-epoch", "3", "-w", str(work),
             "-o", str(out)]
     run(args, nnunet_env, timeout=1800)
 
     results = json.loads((out / "results.json").read_text())
     assert len(results["held_out"]) == 2
-    assert len(results["runs"]) == len(METHODS) + 1  # 4 slices (4 methods), upper bound (stock)
+    assert len(results["runs"]) == len(METHODS) + 1  # 4 slices (4 trainers + synthetic row), upper bound (stock)
+    synthetic = next(r for r in results["runs"] if r["method"] == SYNTHETIC)
+    derived = work / "nnUNet_raw" / synthetic["dataset"]
+    assert len(list((derived / "labelsTr").glob("synthetic_*.nii.gz"))) == 2
     upper = [r for r in results["runs"] if r["kind"] == "all"]
     assert [u["method"] for u in upper] == [STOCK] and len(upper[0]["train"]) == 4
     for r in results["runs"]:
@@ -142,7 +146,8 @@ def test_benchmark_command_end_to_end_and_resume(nnunet_env, tmp_path):
     assert results["settings"]["preset"]["finetune_epochs"] == 1
     assert results["versions"]["nnunetv2"] and results["machine"]["cpu_count"]
     report = (out / "report.md").read_text()
-    for text in ("stock nnU-Net", "diffusion: linear probe", "4 slices", "all (4 volumes)", "Wilcoxon", "Wall time",
+    for text in ("stock nnU-Net", "diffusion: linear probe", "+ synthetic", "4 slices", "all (4 volumes)", "Wilcoxon",
+                 "Wall time",
                  "pretraining", "undetermined (one repeat"):
         assert text in report
     for plot in ("label_efficiency.png", "contours.png", "pretraining_samples.png"):

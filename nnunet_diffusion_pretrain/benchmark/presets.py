@@ -4,7 +4,8 @@
 from ``2d`` (whole slices resampled to about 96 x 96, batch 8, a 5-stage U-Net with 16..128
 features; the scale of ../shared/docs/label-efficiency-probe.md), 2,000 pretraining iterations
 and 400 iterations per segmentation run. ``gpu`` uses nnU-Net's own ``2d`` configuration, with
-schedules shortened as stated (nnU-Net's default is 1000 epochs).
+schedules shortened as stated (nnU-Net's default is 1000 epochs). Synthetic-data augmentation adds
+``synthetic_images`` generated, pseudo-labelled images at the smallest volume and slice budgets.
 """
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ class BenchmarkPreset:
     num_labeled: tuple[int, ...]
     num_labeled_slices: tuple[int, ...]
     repeats: int
+    synthetic_images: int  # generated images added at the smallest budgets (0: no synthetic-data row)
+    synthetic_threshold: float = 0.9
 
     @property
     def finetune_total(self) -> int:
@@ -49,9 +52,9 @@ PRESETS = {
         reduced=ReducedConfiguration("2d_cpu", patch_edge=96, batch_size=8, n_stages=5, base_features=16,
                                      max_features=128),
         pretrain_epochs=20, pretrain_iterations=100, finetune_epochs=8, finetune_iterations=50, val_iterations=2,
-        num_labeled=(1,), num_labeled_slices=(4,), repeats=3),
+        num_labeled=(1,), num_labeled_slices=(4,), repeats=3, synthetic_images=32),
     "gpu": BenchmarkPreset(
         name="gpu", configuration="2d", reduced=None,
         pretrain_epochs=200, pretrain_iterations=250, finetune_epochs=100, finetune_iterations=250,
-        val_iterations=50, num_labeled=(1, 2, 3), num_labeled_slices=(4, 16), repeats=3),
+        val_iterations=50, num_labeled=(1, 2, 3), num_labeled_slices=(4, 16), repeats=3, synthetic_images=256),
 }

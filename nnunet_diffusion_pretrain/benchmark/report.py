@@ -24,12 +24,12 @@ import SimpleITK as sitk  # noqa: E402
 import torch  # noqa: E402
 from scipy.stats import wilcoxon  # noqa: E402
 
-from nnunet_diffusion_pretrain.benchmark.run_catalogue import (METHOD_LABELS, METHODS, STOCK, TrainingRun,  # noqa: E402
-                                                               budget_order)
+from nnunet_diffusion_pretrain.benchmark.run_catalogue import (METHOD_LABELS, METHODS, STOCK, SYNTHETIC,  # noqa: E402
+                                                               TrainingRun, budget_order)
 from nnunet_diffusion_pretrain.lowlabel_splits import write_json_atomically  # noqa: E402
 
 METRICS = ("dice", "nsd")
-COLORS = {STOCK: "tab:gray", METHODS[1]: "tab:blue", METHODS[2]: "tab:green", METHODS[3]: "tab:red"}
+COLORS = dict(zip(METHODS, ("tab:gray", "tab:blue", "tab:green", "tab:red", "tab:purple")))
 
 
 def _versions() -> dict:
@@ -135,7 +135,7 @@ def _label_efficiency_plot(summary: dict, path: Path) -> None:
             points = [(k, g["methods"][method][metric]) for k, g in enumerate(low) if method in g["methods"]]
             if not points:
                 continue
-            xs = np.array([p[0] for p in points]) + (i - 1.5) * 0.06
+            xs = np.array([p[0] for p in points]) + (i - 2) * 0.06
             ax.errorbar(xs, [p[1]["mean"] for p in points], yerr=[p[1]["std"] for p in points], marker="o",
                         capsize=3, color=COLORS[method], label=METHOD_LABELS[method])
         for g in upper:
@@ -166,7 +166,8 @@ def _contour_figure(runs: list[TrainingRun], results_root: Path, plans: str, con
     colors = plt.cm.tab10(np.arange(len(organs)))
     rows = sorted({(r.kind, r.budget, r.budget_label) for r in runs if r.kind != "all" and r.repeat == 0},
                   key=lambda k: budget_order(*k[:2]))
-    fig, axes = plt.subplots(len(rows), len(METHODS) + 1, figsize=(3 * (len(METHODS) + 1), 3 * len(rows)),
+    methods = [m for m in METHODS if any(r.method == m for r in runs)]
+    fig, axes = plt.subplots(len(rows), len(methods) + 1, figsize=(3 * (len(methods) + 1), 3 * len(rows)),
                              squeeze=False)
     low, high = np.percentile(image[z], (1, 99))
 
@@ -180,7 +181,7 @@ def _contour_figure(runs: list[TrainingRun], results_root: Path, plans: str, con
 
     for row, (kind, budget, label) in enumerate(rows):
         draw(axes[row, 0], reference[z], f"reference ({case}, slice {z})")
-        for col, method in enumerate(METHODS, start=1):
+        for col, method in enumerate(methods, start=1):
             run = next((r for r in runs if (r.kind, r.budget, r.repeat, r.method) == (kind, budget, 0, method)), None)
             prediction = None if run is None else \
                 run.fold_folder(results_root, plans, configuration) / "validation" / f"{case}{ending}"
@@ -219,6 +220,11 @@ def _markdown(meta: dict, summary: dict, state: dict, runs: list[TrainingRun], h
              f"- Budgets: {preset['num_labeled']} labelled volumes, {preset['num_labeled_slices']} labelled slices "
              f"(one volume), {preset['repeats']} repeats with different labelled cases; upper bound: stock nnU-Net "
              f"with every training label.",
+             (f"- Synthetic-data augmentation (row \"{METHOD_LABELS[SYNTHETIC]}\"): {preset['synthetic_images']} "
+              f"DDIM samples of the pretrained model, labelled by the same budget and repeat's fine-tune-all model "
+              f"(voxels below {preset['synthetic_threshold']} top-class probability ignored), added to the labelled "
+              f"cases; fine-tune all again with the same budget; at the smallest volume and slice budgets."
+              if preset.get("synthetic_images") else "- Synthetic-data augmentation: not run (--synthetic-images 0)."),
              f"- Metrics: Dice and NSD (tolerance {meta['args']['nsd_tolerance']} mm) per organ with MONAI; "
              f"run score = mean over held-out cases of the organ mean.",
              "- No setting was tuned on the held-out cases (all fixed before the run).", "",

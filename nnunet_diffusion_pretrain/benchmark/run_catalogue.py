@@ -10,11 +10,14 @@ from nnunet_diffusion_pretrain.lowlabel_splits import MANIFEST_NAME
 
 STOCK = "nnUNetTrainerBudget"
 PRETRAINER = "nnUNetTrainerDiffusionPretrain"
-METHODS = (STOCK, "nnUNetTrainerDiffusionFinetune", "nnUNetTrainerDiffusionDecoderFinetune",
-           "nnUNetTrainerDiffusionLinearProbe")
-METHOD_LABELS = {STOCK: "stock nnU-Net", "nnUNetTrainerDiffusionFinetune": "diffusion: fine-tune all",
+FINETUNE = "nnUNetTrainerDiffusionFinetune"
+TRAINERS = (STOCK, FINETUNE, "nnUNetTrainerDiffusionDecoderFinetune", "nnUNetTrainerDiffusionLinearProbe")
+SYNTHETIC = f"{FINETUNE}+synthetic"  # fine-tune all again, with pseudo-labelled generated images added
+METHODS = (*TRAINERS, SYNTHETIC)
+METHOD_LABELS = {STOCK: "stock nnU-Net", FINETUNE: "diffusion: fine-tune all",
                  "nnUNetTrainerDiffusionDecoderFinetune": "diffusion: fine-tune decoder",
-                 "nnUNetTrainerDiffusionLinearProbe": "diffusion: linear probe"}
+                 "nnUNetTrainerDiffusionLinearProbe": "diffusion: linear probe",
+                 SYNTHETIC: "diffusion: fine-tune all + synthetic"}
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,12 @@ class TrainingRun:
     dataset: str
     fold: int
     train: tuple[str, ...]
+    labeler_dataset: str = ""  # synthetic runs: the fine-tuned run that labels the generated images
+    labeler_fold: int = -1
+
+    @property
+    def trainer(self) -> str:
+        return self.method.split("+")[0]
 
     @property
     def run_id(self) -> str:
@@ -44,7 +53,7 @@ class TrainingRun:
         return self.method != STOCK
 
     def fold_folder(self, results_root: Path, plans: str, configuration: str) -> Path:
-        return results_root / self.dataset / f"{self.method}__{plans}__{configuration}" / f"fold_{self.fold}"
+        return results_root / self.dataset / f"{self.trainer}__{plans}__{configuration}" / f"fold_{self.fold}"
 
 
 def budget_order(kind: str, budget: float) -> tuple[int, float]:
@@ -52,15 +61,22 @@ def budget_order(kind: str, budget: float) -> tuple[int, float]:
     return {"slices": 0, "cases": 1, "all": 2}[kind], budget
 
 
-def catalogue(preprocessed_folders: list[Path]) -> list[TrainingRun]:
+def catalogue(preprocessed_folders: list[Path], synthetic_first_id: int | None = None) -> list[TrainingRun]:
     """All runs named by the manifests: four methods per low-label fold, stock alone on the
-    all-labelled fold."""
+    all-labelled fold and, with ``synthetic_first_id``, synthetic-data augmentation at the smallest
+    volume and slice budgets (derived datasets numbered from that ID)."""
     runs = []
     for folder in preprocessed_folders:
         manifest = json.loads((folder / MANIFEST_NAME).read_text())
         for f in manifest["folds"]:
-            methods = (STOCK,) if f["kind"] == "all" else METHODS
-            for method in methods:
+            for method in ((STOCK,) if f["kind"] == "all" else TRAINERS):
                 runs.append(TrainingRun(method, f["kind"], f["budget"], f["repeat"], f["dataset"], f["fold"],
                                         tuple(f["train"])))
+    if synthetic_first_id is not None:
+        labelers = sorted((r for r in runs if r.method == FINETUNE), key=lambda r: (r.kind, r.budget, r.repeat))
+        smallest = {kind: min(r.budget for r in labelers if r.kind == kind) for kind in {r.kind for r in labelers}}
+        chosen = [r for r in labelers if r.budget == smallest[r.kind]]
+        for i, r in enumerate(chosen):
+            name = f"Dataset{synthetic_first_id + i:03d}_{r.dataset.split('_', 1)[1]}Synthetic"
+            runs.append(TrainingRun(SYNTHETIC, r.kind, r.budget, r.repeat, name, 0, r.train, r.dataset, r.fold))
     return sorted(runs, key=lambda r: (budget_order(r.kind, r.budget), r.repeat, METHODS.index(r.method)))

@@ -30,7 +30,7 @@ from nnunet_diffusion_pretrain.benchmark.axial_plans import AXIAL_PLANS, plan_ax
 from nnunet_diffusion_pretrain.benchmark.presets import PRESETS, BenchmarkPreset
 from nnunet_diffusion_pretrain.benchmark.reduced_configuration import add_configuration, reduced_2d_configuration
 from nnunet_diffusion_pretrain.benchmark.report import write_report
-from nnunet_diffusion_pretrain.benchmark.run_catalogue import PRETRAINER, TrainingRun, catalogue
+from nnunet_diffusion_pretrain.benchmark.run_catalogue import PRETRAINER, SYNTHETIC, TrainingRun, catalogue
 from nnunet_diffusion_pretrain.benchmark.segmentation_metrics import organ_metrics
 from nnunet_diffusion_pretrain.cli.console_scripts import console_script
 from nnunet_diffusion_pretrain.cli.errors import exits_cleanly_on_user_errors
@@ -60,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-labeled-slices", type=int, nargs="*", default=None,
                         help="slice budgets (preset's default)")
     parser.add_argument("--repeats", type=int, default=None, help="repeats per budget (preset's default)")
+    parser.add_argument("--synthetic-images", type=int, default=None,
+                        help="generated images for the synthetic-data row (preset's default; 0: no such row)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the held-out set and the labelled cases")
     parser.add_argument("--pretrain-epochs", type=int, default=None, help="override the preset (e.g. a smoke test)")
     parser.add_argument("--finetune-epochs", type=int, default=None, help="override the preset")
@@ -79,7 +81,8 @@ def _parser() -> argparse.ArgumentParser:
 def _effective_preset(args: argparse.Namespace) -> BenchmarkPreset:
     preset = PRESETS[args.preset]
     changes = {"num_labeled": args.num_labeled, "num_labeled_slices": args.num_labeled_slices,
-               "repeats": args.repeats, "pretrain_epochs": args.pretrain_epochs,
+               "repeats": args.repeats, "synthetic_images": args.synthetic_images,
+               "pretrain_epochs": args.pretrain_epochs,
                "finetune_epochs": args.finetune_epochs, "pretrain_iterations": args.iterations_per_epoch,
                "finetune_iterations": args.iterations_per_epoch}
     values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in changes.items() if v is not None}
@@ -93,6 +96,7 @@ class Benchmark:
         self.args, self.preset, self.dataset, self.work, self.out = args, preset, dataset_name, work, out
         self.dataset_id = int(dataset_name[7:10])
         self.slice_dataset_id = self.dataset_id + 100 if self.dataset_id < 900 else self.dataset_id - 100
+        self.synthetic_first_id = self.dataset_id + 200 if self.dataset_id < 790 else self.dataset_id - 300
         self.env = dict(os.environ)
         self.env.update({"nnUNet_raw": str(work / "nnUNet_raw"), "nnUNet_preprocessed": str(work / "nnUNet_preprocessed"),
                          "nnUNet_results": str(work / "nnUNet_results"), "nnUNet_extTrainer": ext_trainer_folder(),
@@ -220,18 +224,36 @@ def _pretrain(bench: Benchmark, all_fold: int) -> Path:
     return checkpoint
 
 
+def _synthetic_dataset(bench: Benchmark, run: TrainingRun, checkpoint: Path, progress: str) -> float:
+    """The derived dataset of a synthetic-data run: generated images labelled by the same budget
+    and repeat's fine-tuned model."""
+    if (bench.folder("nnUNet_preprocessed") / run.dataset / "splits_final.json").is_file():
+        return 0.0
+    preset = bench.preset
+    return run_step(f"[{progress}] {run.run_id}: {preset.synthetic_images} generated images labelled by "
+                    f"{run.labeler_dataset} fold {run.labeler_fold} -> {run.dataset}", [
+        console_script("nnUNetv2_diffusion_synthetic_dataset"), "-d", run.labeler_dataset[7:10], "-c",
+        preset.configuration, "-p", AXIAL_PLANS, "-f", str(run.labeler_fold), "-tr", run.trainer, "-chk",
+        str(checkpoint), "-n", str(preset.synthetic_images), "--threshold", str(preset.synthetic_threshold),
+        "--target-id", run.dataset[7:10], "-np", str(bench.args.np), "-device", bench.args.device],
+        bench.env, bench.work / "logs" / f"{run.run_id}.log")
+
+
 def _train_and_evaluate(bench: Benchmark, run: TrainingRun, checkpoint: Path, labels: dict, held_out: list[str],
                         progress: str) -> None:
     preset = bench.preset
     fold = run.fold_folder(bench.folder("nnUNet_results"), AXIAL_PLANS, preset.configuration)
     if not (fold / "validation" / "summary.json").is_file():
+        if run.method == SYNTHETIC:
+            bench.state["runs"][run.run_id] = bench.state["runs"].get(run.run_id, 0.0) + \
+                _synthetic_dataset(bench, run, checkpoint, progress)
         if (fold / "checkpoint_latest.pth").is_file() or (fold / "checkpoint_final.pth").is_file():
             start = ["--c"]
         else:
             start = ["-pretrained_weights", str(checkpoint)] if run.needs_pretrained_weights else []
         seconds = run_step(f"[{progress}] {run.run_id}: train on {', '.join(run.train)}, validate on the held-out cases", [
             console_script("nnUNetv2_train"), run.dataset[7:10], preset.configuration, str(run.fold), "-tr",
-            run.method, "-p", AXIAL_PLANS, "-device", bench.args.device, *start],
+            run.trainer, "-p", AXIAL_PLANS, "-device", bench.args.device, *start],
             bench.training_env(preset.finetune_epochs, preset.finetune_iterations),
             bench.work / "logs" / f"{run.run_id}.log")
         bench.state["runs"][run.run_id] = bench.state["runs"].get(run.run_id, 0.0) + seconds
@@ -268,7 +290,7 @@ def main() -> int:
     checkpoint = _pretrain(bench, all_fold)
 
     labels = json.loads((bench.folder("nnUNet_raw") / dataset / "dataset.json").read_text())["labels"]
-    runs = catalogue(manifest_folders)
+    runs = catalogue(manifest_folders, bench.synthetic_first_id if preset.synthetic_images else None)
     started = time.time()
     for i, run in enumerate(tqdm(runs, desc="training runs", unit="run", disable=None)):
         _train_and_evaluate(bench, run, checkpoint, labels, manifest["held_out"], f"run {i + 1}/{len(runs)}")
