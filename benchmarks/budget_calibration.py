@@ -1,0 +1,103 @@
+"""Choose the benchmark's training budget without touching the held-out cases.
+
+In an existing benchmark work folder, trains stock nnU-Net (and optionally other trainers) on all
+but one of the training volumes and validates on the remaining training volume (a calibration
+fold appended to splits_final.json; the held-out cases are never used), for several iteration
+budgets. The question it answers: how many iterations does stock nnU-Net need before it learns
+every organ at this scale?
+
+    python benchmarks/budget_calibration.py --work benchmarks/work/btcv6_cpu --iterations 400 1600
+
+Writes benchmarks/results/budget_calibration/<work folder name>/results.json and report.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+from nnunet_diffusion_pretrain.cli.console_scripts import console_script
+from nnunet_diffusion_pretrain.cli.setup_env import ext_trainer_folder
+from nnunet_diffusion_pretrain.cli.subprocess_steps import run_step
+from nnunet_diffusion_pretrain.lowlabel_splits import MANIFEST_NAME, append_fold, write_json_atomically
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, required=True, help="a benchmark work folder")
+    parser.add_argument("--configuration", default="2d_cpu")
+    parser.add_argument("--plans", default="nnUNetPlansAxial")
+    parser.add_argument("--iterations", type=int, nargs="+", default=[400, 1600])
+    parser.add_argument("--iterations-per-epoch", type=int, default=50)
+    parser.add_argument("--trainers", nargs="+", default=["nnUNetTrainerBudget"])
+    parser.add_argument("--pretrained", type=Path, default=None, help="checkpoint for diffusion trainers")
+    args = parser.parse_args()
+
+    work = args.work.resolve()
+    env = dict(os.environ, nnUNet_raw=str(work / "nnUNet_raw"), nnUNet_preprocessed=str(work / "nnUNet_preprocessed"),
+               nnUNet_results=str(work / "nnUNet_results"), nnUNet_extTrainer=ext_trainer_folder(),
+               nnUNet_def_n_proc="1", nnUNet_n_proc_DA="0", nnUNet_num_val_iterations_per_epoch="2")
+    state = json.loads((work / "benchmark_state.json").read_text())
+    source = next(p for p in (work / "nnUNet_preprocessed").iterdir() if (p / MANIFEST_NAME).is_file()
+                  and not p.name.endswith("Slices"))
+    manifest = json.loads((source / MANIFEST_NAME).read_text())
+    training = next(f for f in manifest["folds"] if f["kind"] == "all")["train"]
+    calibration_train, calibration_val = training[:-1], training[-1:]
+    splits = json.loads((source / "splits_final.json").read_text())
+    fold = append_fold(splits, calibration_train, calibration_val)
+    write_json_atomically(source / "splits_final.json", splits)
+    print(f"calibration fold {fold}: train {calibration_train}, validate on {calibration_val} (held-out cases "
+          f"{manifest['held_out']} unused)")
+
+    out = REPO / "benchmarks" / "results" / "budget_calibration" / work.name
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for trainer in args.trainers:
+        for iterations in args.iterations:
+            folder = work / "nnUNet_results" / source.name / f"{trainer}__{args.plans}__{args.configuration}"
+            kept = folder / f"fold_{fold}_calibration_{iterations}"
+            if not (kept / "validation" / "summary.json").is_file():
+                weights = ["-pretrained_weights", str(args.pretrained)] if trainer != "nnUNetTrainerBudget" else []
+                seconds = run_step(f"{trainer}, {iterations} iterations", [
+                    console_script("nnUNetv2_train"), source.name[7:10], args.configuration, str(fold), "-tr", trainer,
+                    "-p", args.plans, "-device", "cpu", *weights],
+                    dict(env, nnUNet_num_epochs=str(iterations // args.iterations_per_epoch),
+                         nnUNet_num_iterations_per_epoch=str(args.iterations_per_epoch)),
+                    work / "logs" / f"calibration_{trainer}_{iterations}.log")
+                shutil.move(folder / f"fold_{fold}", kept)
+                (kept / "seconds.txt").write_text(f"{seconds:.1f}\n")
+            summary = json.loads((kept / "validation" / "summary.json").read_text())
+            results.append({"trainer": trainer, "iterations": iterations,
+                            "seconds": float((kept / "seconds.txt").read_text()),
+                            "mean_dice": summary["foreground_mean"]["Dice"],
+                            "dice_per_label": {k: v["Dice"] for k, v in summary["mean"].items()}})
+            print(results[-1])
+    labels = json.loads((source / "dataset.json").read_text())["labels"]
+    names = {str(v): k for k, v in labels.items()}
+    report = [f"# Budget calibration on {source.name} (validation on a training volume, held-out cases unused)", "",
+              f"Date {datetime.now(timezone.utc).isoformat(timespec='seconds')}, {platform.processor() or platform.machine()}, "
+              f"{os.cpu_count()} CPUs. Configuration {args.configuration} of {args.plans}; train {calibration_train}, "
+              f"validate {calibration_val}; batch and patch as planned; {args.iterations_per_epoch} iterations per "
+              f"epoch; nnU-Net's Dice from its final validation.", "",
+              "| trainer | iterations | seconds | mean Dice | " + " | ".join(names[k] for k in sorted(names) if k != "0")
+              + " |", "|---|---|---|---|" + "---|" * (len(names) - 1)]
+    for r in results:
+        report.append(f"| {r['trainer']} | {r['iterations']} | {r['seconds']:.0f} | {r['mean_dice']:.3f} | "
+                      + " | ".join(f"{r['dice_per_label'].get(k, float('nan')):.3f}" for k in sorted(names) if k != "0")
+                      + " |")
+    write_json_atomically(out / "results.json", {"work": str(work), "fold": fold, "train": calibration_train,
+                                                 "val": calibration_val, "settings": vars(args) | {"work": str(work),
+                                                 "pretrained": str(args.pretrained)}, "benchmark_preset":
+                                                 state["settings"]["preset"], "results": results})
+    (out / "report.md").write_text("\n".join(report) + "\n")
+    print(f"written: {out / 'report.md'}")
+
+
+if __name__ == "__main__":
+    main()
