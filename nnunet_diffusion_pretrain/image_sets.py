@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import nnunetv2
 import numpy as np
 import SimpleITK as sitk
 import torch
-from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
+from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
 
 from nnunet_diffusion_pretrain.errors import UserFacingError
 from nnunet_diffusion_pretrain.planned_dataset import PlannedDataset
@@ -95,10 +96,12 @@ def nnunet_normalised(slices: np.ndarray, dataset: PlannedDataset) -> torch.Tens
     if dataset.num_input_channels != 1:
         raise UserFacingError(f"{dataset.name} has {dataset.num_input_channels} input channels; the image-quality "
                               f"metrics support single-channel datasets")
-    properties = dataset.plans["foreground_intensity_properties_per_channel"]
+    cm = dataset.configuration_manager
+    scheme = recursive_find_python_class(str(Path(nnunetv2.__path__[0]) / "preprocessing" / "normalization"),
+                                         cm.normalization_schemes[0], "nnunetv2.preprocessing.normalization")
+    normalizer = scheme(use_mask_for_norm=cm.use_mask_for_norm[0],
+                        intensityproperties=dataset.plans["foreground_intensity_properties_per_channel"]["0"])
     out = np.empty_like(slices)
     for i, image in enumerate(slices):  # slice by slice: per-image schemes (MRI z-score) see one slice, as samples do
-        data = image[None, None].copy()
-        out[i] = DefaultPreprocessor()._normalize(data, np.zeros_like(data, dtype=np.int8),
-                                                  dataset.configuration_manager, properties)[0, 0]
+        out[i] = normalizer.run(image.copy(), np.zeros(image.shape, dtype=np.int8))
     return torch.from_numpy(out)[:, None]

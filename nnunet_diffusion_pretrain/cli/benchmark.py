@@ -198,7 +198,10 @@ def _splits(bench: Benchmark) -> list[Path]:
     if preset.num_labeled_slices:
         command += ["--num-labeled-slices", *map(str, preset.num_labeled_slices), "--slice-dataset-id",
                     str(bench.slice_dataset_id)]
-    bench.phase("splits", "low-label splits: one held-out set, budgets x repeats, upper-bound fold", command)
+    if bench.state.get("splits_command") != command[1:]:  # unchanged budgets: folds and slice dataset exist
+        bench.phase("splits", "low-label splits: one held-out set, budgets x repeats, upper-bound fold", command)
+        bench.state["splits_command"] = command[1:]
+        bench.save_state()
     folders = [bench.folder("nnUNet_preprocessed") / bench.dataset]
     if preset.num_labeled_slices:
         folders += sorted(bench.folder("nnUNet_preprocessed").glob(f"Dataset{bench.slice_dataset_id:03d}_*"))
