@@ -13,12 +13,15 @@ Writes benchmarks/results/budget_calibration/<work folder name>/results.json and
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
+
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_diffusion_pretrain.cli.console_scripts import console_script
 from nnunet_diffusion_pretrain.cli.setup_env import ext_trainer_folder
@@ -31,7 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, required=True, help="a benchmark work folder")
-    parser.add_argument("--configuration", default="2d_cpu")
+    parser.add_argument("--configurations", nargs="+", default=["2d_cpu"],
+                        help="configurations of the plans to compare (e.g. one inheriting from 2d_cpu with batch 4)")
     parser.add_argument("--plans", default="nnUNetPlansAxial")
     parser.add_argument("--iterations", type=int, nargs="+", default=[400, 1600])
     parser.add_argument("--iterations-per-epoch", type=int, default=50)
@@ -58,37 +62,39 @@ def main() -> None:
     out = REPO / "benchmarks" / "results" / "budget_calibration" / work.name
     out.mkdir(parents=True, exist_ok=True)
     results = []
-    for trainer in args.trainers:
-        for iterations in args.iterations:
-            folder = work / "nnUNet_results" / source.name / f"{trainer}__{args.plans}__{args.configuration}"
-            kept = folder / f"fold_{fold}_calibration_{iterations}"
-            if not (kept / "validation" / "summary.json").is_file():
-                weights = ["-pretrained_weights", str(args.pretrained)] if trainer != "nnUNetTrainerBudget" else []
-                seconds = run_step(f"{trainer}, {iterations} iterations", [
-                    console_script("nnUNetv2_train"), source.name[7:10], args.configuration, str(fold), "-tr", trainer,
-                    "-p", args.plans, "-device", "cpu", *weights],
-                    dict(env, nnUNet_num_epochs=str(iterations // args.iterations_per_epoch),
-                         nnUNet_num_iterations_per_epoch=str(args.iterations_per_epoch)),
-                    work / "logs" / f"calibration_{trainer}_{iterations}.log")
-                shutil.move(folder / f"fold_{fold}", kept)
-                (kept / "seconds.txt").write_text(f"{seconds:.1f}\n")
-            summary = json.loads((kept / "validation" / "summary.json").read_text())
-            results.append({"trainer": trainer, "iterations": iterations,
-                            "seconds": float((kept / "seconds.txt").read_text()),
-                            "mean_dice": summary["foreground_mean"]["Dice"],
-                            "dice_per_label": {k: v["Dice"] for k, v in summary["mean"].items()}})
-            print(results[-1])
+    for trainer, configuration, iterations in itertools.product(args.trainers, args.configurations, args.iterations):
+        folder = work / "nnUNet_results" / source.name / f"{trainer}__{args.plans}__{configuration}"
+        kept = folder / f"fold_{fold}_calibration_{iterations}"
+        if not (kept / "validation" / "summary.json").is_file():
+            weights = ["-pretrained_weights", str(args.pretrained)] if trainer != "nnUNetTrainerBudget" else []
+            seconds = run_step(f"{trainer}, {iterations} iterations", [
+                console_script("nnUNetv2_train"), source.name[7:10], configuration, str(fold), "-tr", trainer,
+                "-p", args.plans, "-device", "cpu", *weights],
+                dict(env, nnUNet_num_epochs=str(iterations // args.iterations_per_epoch),
+                     nnUNet_num_iterations_per_epoch=str(args.iterations_per_epoch)),
+                work / "logs" / f"calibration_{trainer}_{configuration}_{iterations}.log")
+            shutil.move(folder / f"fold_{fold}", kept)
+            (kept / "seconds.txt").write_text(f"{seconds:.1f}\n")
+        summary = json.loads((kept / "validation" / "summary.json").read_text())
+        results.append({"trainer": trainer, "configuration": configuration, "iterations": iterations,
+                        "seconds": float((kept / "seconds.txt").read_text()),
+                        "mean_dice": summary["foreground_mean"]["Dice"],
+                        "dice_per_label": {k: v["Dice"] for k, v in summary["mean"].items()}})
+        print(results[-1])
     labels = json.loads((source / "dataset.json").read_text())["labels"]
     names = {str(v): k for k, v in labels.items()}
+    plans = PlansManager(str(source / f"{args.plans}.json"))
+    batches = "; ".join(f"{c}: batch {plans.get_configuration(c).batch_size}, patch "
+                        f"{plans.get_configuration(c).patch_size}" for c in args.configurations)
     report = [f"# Budget calibration on {source.name} (validation on a training volume, held-out cases unused)", "",
               f"Date {datetime.now(timezone.utc).isoformat(timespec='seconds')}, {platform.processor() or platform.machine()}, "
-              f"{os.cpu_count()} CPUs. Configuration {args.configuration} of {args.plans}; train {calibration_train}, "
-              f"validate {calibration_val}; batch and patch as planned; {args.iterations_per_epoch} iterations per "
-              f"epoch; nnU-Net's Dice from its final validation.", "",
-              "| trainer | iterations | seconds | mean Dice | " + " | ".join(names[k] for k in sorted(names) if k != "0")
-              + " |", "|---|---|---|---|" + "---|" * (len(names) - 1)]
+              f"{os.cpu_count()} CPUs. Plans {args.plans}; train {calibration_train}, validate {calibration_val}; "
+              f"{args.iterations_per_epoch} iterations per epoch; nnU-Net's Dice from its final validation. "
+              f"Batch and patch of each configuration: {batches}.", "",
+              "| trainer | configuration | iterations | seconds | mean Dice | " + " | ".join(names[k] for k in sorted(names) if k != "0")
+              + " |", "|---|---|---|---|---|" + "---|" * (len(names) - 1)]
     for r in results:
-        report.append(f"| {r['trainer']} | {r['iterations']} | {r['seconds']:.0f} | {r['mean_dice']:.3f} | "
+        report.append(f"| {r['trainer']} | {r['configuration']} | {r['iterations']} | {r['seconds']:.0f} | {r['mean_dice']:.3f} | "
                       + " | ".join(f"{r['dice_per_label'].get(k, float('nan')):.3f}" for k in sorted(names) if k != "0")
                       + " |")
     write_json_atomically(out / "results.json", {"work": str(work), "fold": fold, "train": calibration_train,

@@ -1,11 +1,15 @@
 """The benchmark's presets: what every method gets (same budget for all) and which labels.
 
-``cpu`` fits a 2-core machine in about an hour per dataset: a reduced configuration inheriting
-from ``2d`` (whole slices resampled to about 96 x 96, batch 8, a 5-stage U-Net with 16..128
-features; the scale of ../shared/docs/label-efficiency-probe.md), 2,000 pretraining iterations
-and 400 iterations per segmentation run. ``gpu`` uses nnU-Net's own ``2d`` configuration, with
-schedules shortened as stated (nnU-Net's default is 1000 epochs). Synthetic-data augmentation adds
-``synthetic_images`` generated, pseudo-labelled images at the smallest volume and slice budgets.
+``cpu`` fits a 2-core machine in a few hours per dataset: a reduced configuration inheriting from
+``2d`` (whole slices resampled to about 96 x 96, batch 4, a 5-stage U-Net with 16..128 features;
+the scale of ../shared/docs/label-efficiency-probe.md), 4,000 pretraining iterations and 1,600
+iterations per segmentation run. The segmentation budget was chosen with
+``benchmarks/budget_calibration.py`` on a training volume of the CT subset (held-out cases unused):
+at 400 iterations stock nnU-Net learned only the liver; at 1,600 it learned all four organs, with
+batch 4 as well as with batch 8 (so batch 4, at half the cost). ``gpu`` uses nnU-Net's own ``2d``
+configuration, with schedules shortened as stated (nnU-Net's default is 1000 epochs).
+Synthetic-data augmentation adds ``synthetic_images`` generated, pseudo-labelled images at the
+smallest volume and slice budgets.
 """
 from __future__ import annotations
 
@@ -49,9 +53,9 @@ class BenchmarkPreset:
 PRESETS = {
     "cpu": BenchmarkPreset(
         name="cpu", configuration="2d_cpu",
-        reduced=ReducedConfiguration("2d_cpu", patch_edge=96, batch_size=8, n_stages=5, base_features=16,
+        reduced=ReducedConfiguration("2d_cpu", patch_edge=96, batch_size=4, n_stages=5, base_features=16,
                                      max_features=128),
-        pretrain_epochs=20, pretrain_iterations=100, finetune_epochs=8, finetune_iterations=50, val_iterations=2,
+        pretrain_epochs=40, pretrain_iterations=100, finetune_epochs=32, finetune_iterations=50, val_iterations=2,
         num_labeled=(1,), num_labeled_slices=(4,), repeats=3, synthetic_images=32),
     "gpu": BenchmarkPreset(
         name="gpu", configuration="2d", reduced=None,

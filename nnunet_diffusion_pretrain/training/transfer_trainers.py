@@ -41,6 +41,15 @@ class nnUNetTrainerBudget(nnUNetTrainer):
         if budget:
             self.print_to_log_file(f"Training budget from the environment: {budget}")
 
+    def save_checkpoint(self, filename: str) -> None:
+        """Stock checkpoint, written to a temporary name and then renamed: a run killed during the
+        write keeps its previous checkpoint intact for ``--c``."""
+        if self.local_rank != 0 or self.disable_checkpointing:
+            return super().save_checkpoint(filename)  # writes nothing (and says so)
+        partial = f"{filename}.partial"
+        super().save_checkpoint(partial)
+        os.replace(partial, filename)
+
 
 class DiffusionTransferTrainer(nnUNetTrainerBudget):
     """Shared by the transfer trainers: safe loading of ``-pretrained_weights`` and freezing by name.
