@@ -22,7 +22,7 @@ from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_j
 from tqdm import tqdm
 
 from nnunet_diffusion_pretrain.errors import UserFacingError
-from nnunet_diffusion_pretrain.unlabeled_inputs import safe_case_id
+from nnunet_diffusion_pretrain.unlabeled_inputs import NonFiniteVoxelsError, safe_case_id, verify_image_file
 
 GEOMETRY_TOLERANCE = 1e-3  # relative, for spacing and direction; origins compared in mm
 
@@ -56,9 +56,12 @@ def read_image(path: str) -> sitk.Image:
             if len(ids) != 1:
                 raise CaseError(f"{path}: holds {len(ids)} DICOM series; expected exactly one")
             return sitk.ReadImage(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(path, ids[0]))
+        verify_image_file(path)
         return sitk.ReadImage(path)
     except CaseError:
         raise
+    except NonFiniteVoxelsError as e:
+        raise CaseError(str(e)) from e
     except Exception as e:
         raise CaseError(f"{path}: cannot be read ({str(e).strip().splitlines()[-1]})") from e
 
@@ -99,13 +102,18 @@ def _label_array(case: SourceCase, reference: sitk.Image, allowed: set[int]) -> 
         raise CaseError(f"{case.label}: expected a 3D label map, got {label_image.GetDimension()}D")
     check_same_geometry(reference, label_image, case.label)
     label = sitk.GetArrayFromImage(label_image)
+    check_label_values(label, allowed, case.label)
+    return label.astype(np.uint8)
+
+
+def check_label_values(label: np.ndarray, allowed: set[int], path: str) -> None:
+    """Integers from the label map only: anything else would train on a class that does not exist."""
     if not np.issubdtype(label.dtype, np.integer) and not np.array_equal(label, np.round(label)):
-        raise CaseError(f"{case.label}: label values are not integers")
+        raise CaseError(f"{path}: label values are not integers")
     values = set(np.unique(label).astype(int).tolist())
     if not values <= allowed:
-        raise CaseError(f"{case.label}: label values {sorted(values - allowed)} are not in the dataset's label map "
+        raise CaseError(f"{path}: label values {sorted(values - allowed)} are not in the dataset's label map "
                         f"{sorted(allowed)}")
-    return label.astype(np.uint8)
 
 
 def convert_case(case: SourceCase, target: str, allowed: tuple[int, ...]) -> tuple[str, str | None]:

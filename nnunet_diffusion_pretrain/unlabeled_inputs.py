@@ -15,6 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel
 import numpy as np
 import SimpleITK as sitk
 
@@ -117,9 +118,18 @@ def discover_unlabeled_inputs(folder: Path) -> tuple[list[UnlabeledInput], list[
     return inputs, problems
 
 
-def _verify_gzip_stream(path: str) -> None:
-    """Decompress a .gz file to its end: ITK reads a truncated .nii.gz without complaint."""
-    if path.endswith(".gz"):
+class NonFiniteVoxelsError(ValueError):
+    """The file holds NaN or infinite voxels (the message names it)."""
+
+
+def verify_image_file(path: str) -> None:
+    """Read the file's voxels to the end without ITK: ITK reads a truncated .nii.gz without
+    complaint, and turns a NIfTI file's NaN and infinite voxels into 0 without a word."""
+    if path.endswith((".nii", ".nii.gz")):
+        data = np.asanyarray(nibabel.load(path).dataobj)
+        if np.issubdtype(data.dtype, np.floating) and not np.all(np.isfinite(data)):
+            raise NonFiniteVoxelsError(f"{path}: contains NaN or infinite voxels")
+    elif path.endswith(".gz"):
         with gzip.open(path, "rb") as f:
             while f.read(1 << 24):
                 pass
@@ -132,7 +142,7 @@ def read_unlabeled_input(item: UnlabeledInput, reader_writer_class: type, file_e
     try:
         if item.dicom_dir is None:
             for path in item.files:
-                _verify_gzip_stream(path)
+                verify_image_file(path)
             data, properties = reader.read_images(list(item.files))
         else:
             image = sitk.ReadImage(list(_dicom_series_files(item.dicom_dir)))
@@ -142,6 +152,8 @@ def read_unlabeled_input(item: UnlabeledInput, reader_writer_class: type, file_e
                 data, properties = reader.read_images([converted])
     except UnreadableCaseError:
         raise
+    except NonFiniteVoxelsError as e:
+        raise UnreadableCaseError(str(e)) from e
     except Exception as e:  # readers raise anything from RuntimeError to EOFError on broken files
         raise UnreadableCaseError(f"{item.source}: cannot be read ({type(e).__name__}: {e})") from e
     if data.ndim != 4:

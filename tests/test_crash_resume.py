@@ -42,7 +42,8 @@ def kill_when(args: list[str], env: dict, condition: Callable[[], bool], log: Pa
 
 
 def log_mentions(folder: Path, text: str, then_wait: float = 0.0) -> Callable[[], bool]:
-    """True ``then_wait`` seconds after the training log first contains ``text``."""
+    """True ``then_wait`` seconds after the training log first contains ``text`` (nnU-Net ends each
+    logged line with a space and a newline)."""
     seen: list[float] = []
 
     def condition() -> bool:
@@ -69,7 +70,7 @@ def kill_mid_write_then_mid_epoch_then_finish(first: list[str], train: list[str]
     assert load(latest)["current_epoch"] == 1  # the previous checkpoint, untouched by the interrupted write
 
     delay = random.Random(os.getpid()).uniform(0.0, 0.3)
-    kill_when([*train, "--c"], env, log_mentions(folder, f"Epoch {EPOCHS - 2}\n", delay),
+    kill_when([*train, "--c"], env, log_mentions(folder, f"Epoch {EPOCHS - 2} \n", delay),
               tmp_path / "killed_in_epoch.log")
     assert load(latest)["current_epoch"] in (EPOCHS - 2, EPOCHS - 1)
     assert not (folder / "checkpoint_final.pth").exists()

@@ -38,6 +38,7 @@ from nnunet_diffusion_pretrain.cli.setup_env import ext_trainer_folder
 from nnunet_diffusion_pretrain.cli.subprocess_steps import run_step
 from nnunet_diffusion_pretrain.errors import UserFacingError
 from nnunet_diffusion_pretrain.lowlabel_splits import MANIFEST_NAME, write_json_atomically
+from nnunet_diffusion_pretrain.raw_dataset_check import check_raw_dataset
 from nnunet_diffusion_pretrain.derived_dataset import DERIVED_MARKER
 
 CONVERTERS = ("btcv6_subset", "chaos_mr", "flare22", "btcv", "amos22", "word", "abdomenct1k")
@@ -139,15 +140,17 @@ def _source_datasets(raw: Path, pattern: str) -> list[str]:
 
 def _prepare_dataset(args: argparse.Namespace, work: Path) -> str:
     raw = work / "nnUNet_raw"
-    raw.mkdir(parents=True, exist_ok=True)
     if args.raw_dataset:
         source = args.raw_dataset.resolve()
         if not (source / "dataset.json").is_file() or not source.name.startswith("Dataset"):
             raise UserFacingError(f"{source} is not an nnU-Net raw dataset folder (DatasetXXX_Name with dataset.json)")
         link = raw / source.name
         if not link.exists():
+            check_raw_dataset(source)  # before anything is written
+            raw.mkdir(parents=True, exist_ok=True)
             link.symlink_to(source, target_is_directory=True)
         return source.name
+    raw.mkdir(parents=True, exist_ok=True)
     if args.i is None:
         raise UserFacingError("--convert needs -i (the download's folder)")
     pattern = "Dataset*" if args.d is None else f"Dataset{args.d:03d}_*"

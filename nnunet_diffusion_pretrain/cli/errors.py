@@ -17,3 +17,17 @@ def exits_cleanly_on_user_errors(main: Callable[[], int | None]) -> Callable[[],
             print(f"ERROR: {e}", file=sys.stderr)
             sys.exit(1)
     return wrapper
+
+
+def install_user_error_hook() -> None:
+    """In processes we do not own the entry point of (stock ``nnUNetv2_train`` running our trainers),
+    an uncaught ``UserFacingError`` prints one ``ERROR:`` line instead of a traceback; the exit
+    code stays non-zero. Every other exception keeps Python's full traceback."""
+    previous = sys.excepthook
+
+    def hook(kind, error, traceback) -> None:
+        if isinstance(error, UserFacingError):
+            print(f"ERROR: {error}", file=sys.stderr)
+        else:
+            previous(kind, error, traceback)
+    sys.excepthook = hook
