@@ -8,7 +8,7 @@ the pool size" is checked directly: compare the peaks at N=50 and N=200.
 
     python benchmarks/pool_scaling.py --cases 50 200 --np 1 2
 
-Writes benchmarks/results/pool_scaling/{results.json,report.md,memory.png}.
+Writes benchmarks/results/pool_scaling/<shape>/{results.json,report.md,memory.png}.
 """
 from __future__ import annotations
 
@@ -81,9 +81,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", type=int, nargs="+", default=[50, 200])
     parser.add_argument("--np", type=int, nargs="+", default=[1, 2], dest="workers")
+    parser.add_argument("--shape", type=int, nargs=3, default=list(DEFAULT_SHAPE), help="volume shape z y x")
     parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / "work" / "pool_scaling")
     args = parser.parse_args()
-    work, out = args.work.resolve(), REPO / "benchmarks" / "results" / "pool_scaling"
+    shape = tuple(args.shape)
+    name = "x".join(map(str, shape))
+    work, out = args.work.resolve() / name, REPO / "benchmarks" / "results" / "pool_scaling" / name
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, nnUNet_raw=str(work / "raw"), nnUNet_preprocessed=str(work / "preprocessed"),
                nnUNet_results=str(work / "results"))
@@ -92,7 +95,7 @@ def main() -> None:
     if not (raw / "dataset.json").is_file():
         shutil.rmtree(work, ignore_errors=True)
         write_phantom_dataset(raw, num_labelled=5, unlabeled_folder=all_unlabeled, num_unlabeled=max(args.cases),
-                              seed=7)
+                              seed=7, shape=shape)
         subprocess.run([console_script("nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c", "2d", "3d_fullres",
                         "-np", "2"], env=env, check=True, capture_output=True)
     volumes = sorted(all_unlabeled.iterdir())
@@ -117,7 +120,7 @@ def main() -> None:
                             "input_mib": sum(v.resolve().stat().st_size for v in volumes[:n]) / 2**20})
             print({k: v for k, v in results[-1].items() if k != "rss_trace"}, flush=True)
 
-    settings = {"shape_zyx": DEFAULT_SHAPE, "configurations": ["2d", "3d_fullres"], "cases": args.cases,
+    settings = {"shape_zyx": shape, "configurations": ["2d", "3d_fullres"], "cases": args.cases,
                 "workers": args.workers}
     machine = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "processor": platform.machine()}
     date = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -134,7 +137,7 @@ def main() -> None:
     fig.savefig(out / "memory.png", dpi=120)
     lines = ["# Unlabeled-pool preparation at scale", "",
              f"{date}, {machine['cpu_count']} CPUs ({machine['platform']}). `benchmarks/pool_scaling.py`: phantom "
-             f"CT volumes of {DEFAULT_SHAPE[0]}x{DEFAULT_SHAPE[1]}x{DEFAULT_SHAPE[2]} voxels (z, y, x), preprocessed "
+             f"CT volumes of {name} voxels (z, y, x), preprocessed "
              "for 2d and 3d_fullres in one `nnUNetv2_diffusion_add_unlabeled` call per row, into an empty pool. "
              "Peak memory: summed resident memory of the command and its workers, sampled every 50 ms.", "",
              "| cases | -np | seconds | seconds per case | peak memory (MiB) | pool on disk (MiB) | input (MiB) |",
