@@ -11,6 +11,7 @@ losses) runs unchanged. Each rank writes a JSON of what the test compares across
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from pathlib import Path
 
@@ -42,8 +43,10 @@ def _worker(rank: int, world_size: int, init_file: str, dataset: str, configurat
     ema = torch.cat([p.flatten() for p in trainer.ema.shadow_params])
     weights = torch.cat([p.detach().flatten() for p in trainer.denoiser().parameters()])
     summary = {"rank": rank, "batch_size": trainer.batch_size, "current_epoch": trainer.current_epoch,
-               "ema_optimization_step": int(trainer.ema.optimization_step), "ema": ema.tolist()[:5000],
-               "weights": weights.tolist()[:5000], "val_losses": trainer.logger.local_logger.my_fantastic_logging["val_losses"]}
+               "ema_optimization_step": int(trainer.ema.optimization_step),
+               "ema_sha256": hashlib.sha256(ema.numpy().tobytes()).hexdigest(),  # every value, bit for bit
+               "weights_sha256": hashlib.sha256(weights.numpy().tobytes()).hexdigest(),
+               "val_losses": trainer.logger.local_logger.my_fantastic_logging["val_losses"]}
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(summary))
     dist.destroy_process_group()
 
@@ -61,6 +64,7 @@ def main() -> None:
     init_file.unlink(missing_ok=True)
     mp.spawn(_worker, args=(2, str(init_file), args.dataset, args.configuration, args.fold, args.c, args.out_dir),
              nprocs=2, join=True)
+
 
 if __name__ == "__main__":
     main()

@@ -37,9 +37,9 @@ def ddp_runs(nnunet_env, planned_phantom, tmp_path_factory):
 
 def test_ranks_hold_identical_weights_and_ema(ddp_runs):
     for rank0, rank1 in (ddp_runs["first"], ddp_runs["resumed"]):
-        assert rank0["weights"] == rank1["weights"], "DDP must keep the online weights in sync"
-        assert rank0["ema"] == rank1["ema"], "EMA must stay consistent across ranks"
-        assert rank0["ema"] != rank0["weights"]
+        assert rank0["weights_sha256"] == rank1["weights_sha256"], "DDP must keep the online weights in sync"
+        assert rank0["ema_sha256"] == rank1["ema_sha256"], "EMA must stay consistent across ranks"
+        assert rank0["ema_sha256"] != rank0["weights_sha256"]
         assert rank0["val_losses"] == rank1["val_losses"], "held-out losses are gathered from every rank"
 
 
