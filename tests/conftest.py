@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -31,6 +34,23 @@ def run(args: list[str], env: dict, check: bool = True, timeout: int = 900) -> s
         raise AssertionError(f"{' '.join(args)} failed with {result.returncode}\nSTDOUT:\n{result.stdout[-4000:]}"
                              f"\nSTDERR:\n{result.stderr[-4000:]}")
     return result
+
+
+def kill_when(args: list[str], env: dict, condition: Callable[[], bool], log: Path, timeout: float = 600) -> None:
+    """Start ``args``, SIGKILL its whole process group as soon as ``condition()`` holds."""
+    with open(log, "w") as out:
+        process = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + timeout
+    while not condition():
+        if process.poll() is not None:
+            raise AssertionError(f"{' '.join(args)} ended (code {process.returncode}) before the kill point:\n"
+                                 f"{log.read_text()[-3000:]}")
+        if time.time() > deadline:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise AssertionError(f"kill point not reached within {timeout} s")
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 @pytest.fixture(scope="session")

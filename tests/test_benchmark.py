@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import command, run
+from conftest import command, kill_when, run
 from nnunet_diffusion_pretrain.benchmark.reduced_configuration import add_configuration, reduced_2d_configuration
 from nnunet_diffusion_pretrain.benchmark.report import summarize
 from nnunet_diffusion_pretrain.benchmark.run_catalogue import METHODS, STOCK, SYNTHETIC, TRAINERS, TrainingRun
@@ -117,7 +117,7 @@ def test_summary_pairs_cases_with_stock_and_reports_spread():
     assert probe["losses"] == 12 and probe["mean_difference"] == pytest.approx(-0.05, abs=0.011)
 
 
-def test_benchmark_command_end_to_end_and_resume(nnunet_env, tmp_path):
+def test_benchmark_command_end_to_end_kill_and_resume(nnunet_env, tmp_path):
     raw_root, unlabeled = tmp_path / "source_raw", tmp_path / "unlabeled"
     dataset = raw_root / "Dataset981_BenchPhantom"
     write_phantom_dataset(dataset, num_labelled=6, unlabeled_folder=unlabeled, num_unlabeled=3, seed=3,
@@ -128,6 +128,12 @@ def test_benchmark_command_end_to_end_and_resume(nnunet_env, tmp_path):
             "--synthetic-images", "2",
             "--pretrain-epochs", "1", "--finetune-epochs", "1", "--iterations-per-epoch", "3", "-w", str(work),
             "-o", str(out)]
+    # SIGKILL in the middle of the first segmentation run, then the same command finishes the job
+    def first_run_training() -> bool:
+        return any("Epoch 0" in log.read_text(errors="replace") for log in (work / "logs").glob("nnUNetTrainer*__*.log"))
+    kill_when(args, nnunet_env, first_run_training, tmp_path / "killed.log", timeout=1800)
+    killed_state = json.loads((work / "benchmark_state.json").read_text())
+    assert "pretraining" in killed_state["phases"] and not killed_state["runs"]
     run(args, nnunet_env, timeout=1800)
 
     results = json.loads((out / "results.json").read_text())

@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
-import subprocess
 import time
 from pathlib import Path
 from typing import Callable
@@ -18,27 +16,10 @@ from typing import Callable
 import pytest
 import torch
 
-from conftest import command, lowlabel_fold, run, training_env
+from conftest import command, kill_when, lowlabel_fold, run, training_env
 
 EPOCHS, ITERATIONS = 4, 2
 PAUSE = "1.5"  # seconds a paused checkpoint write stays half written
-
-
-def kill_when(args: list[str], env: dict, condition: Callable[[], bool], log: Path, timeout: float = 600) -> None:
-    """Start ``args``, SIGKILL its whole process group as soon as ``condition()`` holds."""
-    with open(log, "w") as out:
-        process = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.time() + timeout
-    while not condition():
-        if process.poll() is not None:
-            raise AssertionError(f"{' '.join(args)} ended (code {process.returncode}) before the kill point:\n"
-                                 f"{log.read_text()[-3000:]}")
-        if time.time() > deadline:
-            os.killpg(process.pid, signal.SIGKILL)
-            raise AssertionError(f"kill point not reached within {timeout} s")
-        time.sleep(0.01)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
 
 
 def log_mentions(folder: Path, text: str, then_wait: float = 0.0) -> Callable[[], bool]:
