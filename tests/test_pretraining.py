@@ -79,7 +79,7 @@ def test_continue_with_c_resumes_from_the_checkpoint(nnunet_env, planned_phantom
     assert resumed["ema_state"]["optimization_step"] == first["ema_state"]["optimization_step"] + 3
 
 
-def test_3d_fullres_pretraining(nnunet_env, planned_phantom, pool_2d_3d):
+def test_3d_fullres_pretraining_and_sampling(nnunet_env, planned_phantom, pool_2d_3d):
     env = training_env(nnunet_env, num_epochs=1, num_iterations_per_epoch=2, num_val_iterations_per_epoch=1)
     env["nnUNet_diffusion_num_samples"] = "2"
     train(env, planned_phantom["id"], "3d_fullres")
@@ -88,6 +88,16 @@ def test_3d_fullres_pretraining(nnunet_env, planned_phantom, pool_2d_3d):
     assert len(record["patch_size"]) == 3
     sample = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "samples" / "sample_001.nii.gz")))
     assert sample.shape == tuple(record["patch_size"])
+
+    # the sampling command on 3d_fullres: whole patches as NIfTI volumes, plans' spacing, HU
+    out = folder.parent / "sampled_3d"
+    run([command("nnUNetv2_diffusion_sample"), "-d", str(planned_phantom["id"]), "-c", "3d_fullres", "-n", "2",
+         "--steps", "2", "--sampler", "ddpm", "-chk", str(folder / "checkpoint_final.pth"), "-o", str(out)], nnunet_env)
+    plans = PlansManager(str(planned_phantom["preprocessed"] / "nnUNetPlans.json")).get_configuration("3d_fullres")
+    volume = sitk.ReadImage(str(out / "sample_001.nii.gz"))
+    assert sitk.GetArrayFromImage(volume).shape == tuple(plans.patch_size)
+    assert volume.GetSpacing() == pytest.approx(tuple(reversed(plans.spacing)))
+    assert json.loads((out / "samples.json").read_text())["patch_size"] == list(plans.patch_size)
 
 
 def test_residual_encoder_plans_with_cosine_v_prediction(nnunet_env, planned_phantom, pool_2d_3d):
