@@ -23,7 +23,7 @@ from nnunet_diffusion_pretrain.errors import UserFacingError
 from nnunet_diffusion_pretrain.unlabeled_inputs import safe_case_id
 
 
-def _check_case(case_id: str, images: list[str], label: str, allowed: set[int] | None) -> None:
+def _check_case(images: list[str], label: str, allowed: set[int] | None) -> None:
     reference = None
     for path in images:
         image = read_image(path)
@@ -61,7 +61,7 @@ def check_raw_dataset(folder: Path) -> int:
             raise UserFacingError(f"{dataset_json_file}: case identifier {case_id!r} is not a plain file name "
                                   f"(letters, digits, '_', '.', '-'); nnU-Net would write files outside its folders")
         try:
-            _check_case(case_id, entry["images"], entry["label"], allowed)
+            _check_case(entry["images"], entry["label"], allowed)
         except CaseError as e:
             raise UserFacingError(str(e)) from None
     return len(cases)
