@@ -200,8 +200,9 @@ def test_trainers_train_predict_and_evaluate_through_nnunet(nnunet_env, planned_
     assert set(summary["mean"]) == {"1", "2", "3", "4"} and "Dice" in summary["foreground_mean"]
 
 
-@pytest.mark.parametrize("trainer", TRAINERS[:3])
-def test_continue_a_finetuning_with_c(nnunet_env, planned_phantom, trained_transfer_models, trainer):
+def test_extend_a_finished_finetuning_with_c(nnunet_env, planned_phantom, trained_transfer_models):
+    """More epochs on top of a finished run (interrupted runs: test_crash_resume.py, every trainer)."""
+    trainer = "nnUNetTrainerDiffusionLinearProbe"
     fold = trained_transfer_models["fold"]
     env = dict(trained_transfer_models["env"], nnUNet_num_epochs="2")
     result = run([command("nnUNetv2_train"), str(planned_phantom["id"]), "2d", str(fold), "-tr", trainer,
