@@ -128,8 +128,10 @@ class Benchmark:
         return Path(self.env[key])
 
     def training_env(self, epochs: int, iterations: int) -> dict:
+        """The budget, and a checkpoint every 5 epochs (nnU-Net's 50 is longer than a whole short
+        run, so a killed run would start over)."""
         return dict(self.env, nnUNet_num_epochs=str(epochs), nnUNet_num_iterations_per_epoch=str(iterations),
-                    nnUNet_num_val_iterations_per_epoch=str(self.preset.val_iterations),
+                    nnUNet_num_val_iterations_per_epoch=str(self.preset.val_iterations), nnUNet_save_every="5",
                     nnUNet_n_proc_DA=self.env.get("nnUNet_n_proc_DA", "0"))
 
 
