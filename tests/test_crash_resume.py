@@ -13,13 +13,17 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pytest
+import SimpleITK as sitk
 import torch
 
 from conftest import command, kill_when, lowlabel_fold, run, training_env
+from nnunet_diffusion_pretrain.phantom import make_phantom_volume
 
 EPOCHS, ITERATIONS = 4, 2
 PAUSE = "1.5"  # seconds a paused checkpoint write stays half written
+NUM_POOL_SCANS = 40
 
 
 def log_mentions(folder: Path, text: str, then_wait: float = 0.0) -> Callable[[], bool]:
@@ -101,16 +105,22 @@ def test_finetuning_survives_kills_in_a_checkpoint_write_and_in_an_epoch(trainer
 
 
 def test_interrupted_pool_run_never_exposes_a_half_written_case(nnunet_env, planned_phantom, tmp_path):
+    scans, rng = tmp_path / "scans", np.random.default_rng(11)
+    scans.mkdir()
+    for i in range(NUM_POOL_SCANS):  # enough that the kill lands while most are still to do
+        image = sitk.GetImageFromArray(make_phantom_volume(rng, (16, 48, 48))[0])
+        image.SetSpacing((6.0, 6.0, 8.0))
+        sitk.WriteImage(image, str(scans / f"scan_{i:02d}.nii.gz"))
     env = dict(nnunet_env, nnUNet_diffusion_pool=str(tmp_path / "pool"))
     args = [command("nnUNetv2_diffusion_add_unlabeled"), "-d", str(planned_phantom["id"]), "-c", "2d",
-            "-i", str(planned_phantom["unlabeled"])]
+            "-i", str(scans)]
     pool = tmp_path / "pool" / planned_phantom["name"] / "nnUNetPlans_2d"
-    staged = lambda: any((pool / ".staging").glob("*.json"))  # noqa: E731 (mid-run: 1 of 4 cases staged)
+    staged = lambda: any((pool / ".staging").glob("*.json"))  # noqa: E731 (mid-run: the first case staged)
     kill_when(args, env, staged, tmp_path / "killed.log")
     manifest = json.loads((pool / "pool.json").read_text())
     assert manifest["cases"] == {}  # nothing half-done is listed, so nothing half-done is ever trained on
     run(args, env)
     manifest = json.loads((pool / "pool.json").read_text())
-    assert len(manifest["cases"]) == 4
+    assert len(manifest["cases"]) == NUM_POOL_SCANS
     assert sorted(p.name for p in pool.glob("*.b2nd")) == sorted(f"{c}.b2nd" for c in manifest["cases"])
     assert not list((pool / ".staging").iterdir())
