@@ -24,9 +24,9 @@ from pathlib import Path
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_diffusion_pretrain.cli.console_scripts import console_script
-from nnunet_diffusion_pretrain.cli.setup_env import ext_trainer_folder
+from nnunet_diffusion_pretrain.benchmark.work_folder import open_work_folder
 from nnunet_diffusion_pretrain.cli.subprocess_steps import run_step
-from nnunet_diffusion_pretrain.lowlabel_splits import MANIFEST_NAME, append_fold, write_json_atomically
+from nnunet_diffusion_pretrain.lowlabel_splits import append_fold, write_json_atomically
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,15 +43,10 @@ def main() -> None:
     parser.add_argument("--pretrained", type=Path, default=None, help="checkpoint for diffusion trainers")
     args = parser.parse_args()
 
-    work = args.work.resolve()
-    env = dict(os.environ, nnUNet_raw=str(work / "nnUNet_raw"), nnUNet_preprocessed=str(work / "nnUNet_preprocessed"),
-               nnUNet_results=str(work / "nnUNet_results"), nnUNet_extTrainer=ext_trainer_folder(),
-               nnUNet_def_n_proc="1", nnUNet_n_proc_DA="0", nnUNet_num_val_iterations_per_epoch="2")
-    state = json.loads((work / "benchmark_state.json").read_text())
-    source = next(p for p in (work / "nnUNet_preprocessed").iterdir() if (p / MANIFEST_NAME).is_file()
-                  and not p.name.endswith("Slices"))
-    manifest = json.loads((source / MANIFEST_NAME).read_text())
-    training = next(f for f in manifest["folds"] if f["kind"] == "all")["train"]
+    bench = open_work_folder(args.work)
+    work, source, manifest = bench.folder, bench.preprocessed, bench.manifest
+    env = bench.env(nnUNet_def_n_proc="1", nnUNet_n_proc_DA="0", nnUNet_num_val_iterations_per_epoch="2")
+    training = bench.all_fold["train"]
     calibration_train, calibration_val = training[:-1], training[-1:]
     splits = json.loads((source / "splits_final.json").read_text())
     fold = append_fold(splits, calibration_train, calibration_val)
@@ -100,7 +95,7 @@ def main() -> None:
     write_json_atomically(out / "results.json", {"work": str(work), "fold": fold, "train": calibration_train,
                                                  "val": calibration_val, "settings": vars(args) | {"work": str(work),
                                                  "pretrained": str(args.pretrained)}, "benchmark_preset":
-                                                 state["settings"]["preset"], "results": results})
+                                                 bench.state["settings"]["preset"], "results": results})
     (out / "report.md").write_text("\n".join(report) + "\n")
     print(f"written: {out / 'report.md'}")
 
