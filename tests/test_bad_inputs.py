@@ -56,11 +56,12 @@ def _dicom_series(volume: np.ndarray, folder: Path, series_uid: str) -> None:
 
 # ---- the unlabeled pool: nnUNetv2_diffusion_add_unlabeled ------------------------------------------
 
-def _pool_case(ctx: dict, name: str, problem: str, make: Callable[[Path], Path | None]) -> Case:
+def _pool_case(ctx: dict, problem: str, make: Callable[[Path], Path]) -> Case:
+    """``make`` writes the bad input into the folder and returns the file the error must name."""
     folder = ctx["tmp"] / "input"
     made = make(folder)
     return Case([command("nnUNetv2_diffusion_add_unlabeled"), "-d", str(ctx["id"]), "-c", "2d", "-i", str(folder)],
-                str(made) if made else name, problem, [ctx["pool"]])
+                str(made), problem, [ctx["pool"]])
 
 
 def truncated_nifti(ctx):
@@ -69,7 +70,7 @@ def truncated_nifti(ctx):
         (folder / "cut.nii.gz").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
         good.unlink()
         return folder / "cut.nii.gz"
-    return _pool_case(ctx, "", "cannot be read", make)
+    return _pool_case(ctx, "cannot be read", make)
 
 
 def corrupt_nifti(ctx):
@@ -77,7 +78,7 @@ def corrupt_nifti(ctx):
         folder.mkdir(parents=True)
         (folder / "noise.nii.gz").write_bytes(np.random.default_rng(0).bytes(5000))
         return folder / "noise.nii.gz"
-    return _pool_case(ctx, "", "cannot be read", make)
+    return _pool_case(ctx, "cannot be read", make)
 
 
 def image_4d(ctx):
@@ -86,7 +87,7 @@ def image_4d(ctx):
         folder.mkdir(parents=True)
         sitk.WriteImage(sitk.JoinSeries([volume] * 3), str(folder / "timeseries.nii.gz"))
         return folder / "timeseries.nii.gz"
-    return _pool_case(ctx, "", "3 channel(s), the dataset expects 1", make)
+    return _pool_case(ctx, "3 channel(s), the dataset expects 1", make)
 
 
 def nan_voxels(ctx):
@@ -94,7 +95,7 @@ def nan_voxels(ctx):
         volume = _volume()[0]
         volume[4, 20, 20] = np.nan
         return _write(volume, folder / "with_nan.mha")
-    return _pool_case(ctx, "", "NaN or infinite", make)
+    return _pool_case(ctx, "NaN or infinite", make)
 
 
 def infinite_voxels(ctx):
@@ -102,11 +103,11 @@ def infinite_voxels(ctx):
         volume = _volume()[0]
         volume[4, 20, 20] = np.inf
         return _write(volume, folder / "with_inf.nii.gz")  # ITK would read inf as 0: checked with nibabel
-    return _pool_case(ctx, "", "NaN or infinite", make)
+    return _pool_case(ctx, "NaN or infinite", make)
 
 
 def constant_image(ctx):
-    return _pool_case(ctx, "", "same value",
+    return _pool_case(ctx, "same value",
                       lambda folder: _write(np.full(SHAPE, -1000, np.float32), folder / "flat.nii.gz"))
 
 
@@ -115,7 +116,7 @@ def dicom_two_series(ctx):
         _dicom_series(np.round(_volume(1)[0]), folder / "patient", "1.2.826.0.1.1")
         _dicom_series(np.round(_volume(2)[0]), folder / "patient", "1.2.826.0.1.2")
         return folder / "patient"
-    return _pool_case(ctx, "", "holds 2 DICOM series", make)
+    return _pool_case(ctx, "holds 2 DICOM series", make)
 
 
 def wrong_channel_count(ctx):
@@ -123,7 +124,7 @@ def wrong_channel_count(ctx):
         _write(_volume()[0], folder / "mr_0000.nii.gz")
         _write(_volume()[0], folder / "mr_0001.nii.gz")
         return folder / "mr_0000.nii.gz"
-    return _pool_case(ctx, "", "2 channel(s), the dataset expects 1", make)
+    return _pool_case(ctx, "2 channel(s), the dataset expects 1", make)
 
 
 # ---- labelled data: a converter and the benchmark on an existing raw dataset ----------------------
