@@ -162,10 +162,13 @@ def test_benchmark_command_end_to_end_kill_and_resume(nnunet_env, tmp_path):
     log = next((work / "nnUNet_results" / dataset.name).glob("nnUNetTrainerDiffusionPretrain__*/fold_*/training_log_*"))
     assert "Pretraining images: 4 labelled cases" in log.read_text()
 
-    # re-running redoes no training run and keeps every result
+    # re-running redoes no training run and keeps every result, and the user's notes
     state = json.loads((work / "benchmark_state.json").read_text())
     logs = {p: p.stat().st_mtime for p in (work / "logs").glob("nnUNetTrainer*.log")}
+    (out / "notes.md").write_text("Run 3 shared the CPU with another job.\n")
     run(args, nnunet_env, timeout=900)
+    assert (out / "notes.md").read_text() == "Run 3 shared the CPU with another job.\n"
+    assert "Run 3 shared the CPU with another job." in (out / "report.md").read_text()
     assert json.loads((work / "benchmark_state.json").read_text())["runs"] == state["runs"]
     assert {p: p.stat().st_mtime for p in (work / "logs").glob("nnUNetTrainer*.log")} == logs
 

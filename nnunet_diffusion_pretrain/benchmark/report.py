@@ -29,6 +29,7 @@ from nnunet_diffusion_pretrain.benchmark.run_catalogue import (METHOD_LABELS, ME
 from nnunet_diffusion_pretrain.lowlabel_splits import write_json_atomically  # noqa: E402
 
 METRICS = ("dice", "nsd")
+NOTES_FILE = "notes.md"  # hand-written remarks in the report folder, appended to report.md
 COLORS = dict(zip(METHODS, ("tab:gray", "tab:blue", "tab:green", "tab:red", "tab:purple")))
 
 
@@ -302,5 +303,8 @@ def write_report(out: Path, runs: list[TrainingRun], work: Path, state: dict, la
     if samples.is_file():
         (out / "pretraining_samples.png").write_bytes(samples.read_bytes())
         report += "\n![DDIM samples of the pretrained model](pretraining_samples.png)\n"
+    notes = out / NOTES_FILE
+    if notes.is_file():  # the user's own remarks on this run survive every regeneration of the report
+        report += f"\n## Notes (from `{NOTES_FILE}`, written by hand)\n\n{notes.read_text().strip()}\n"
     (out / "report.md").write_text(report)
     return out / "report.md"
