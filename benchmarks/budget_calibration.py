@@ -8,7 +8,13 @@ every organ at this scale?
 
     python benchmarks/budget_calibration.py --work benchmarks/work/btcv6_cpu --iterations 400 1600
 
-Writes benchmarks/results/budget_calibration/<work folder name>/results.json and report.md.
+The same fold compares fine-tuning settings (trainer variants) at a label budget, e.g.
+
+    python benchmarks/budget_calibration.py --work benchmarks/work/btcv6_cpu1600 --iterations 1600 --num-train 1 \
+        --trainers nnUNetTrainerBudget nnUNetTrainerDiffusionFinetune nnUNetTrainerDiffusionFinetune_encoderLR1 \
+        --pretrained PRETRAINING_CHECKPOINT
+
+Writes benchmarks/results/budget_calibration/<work folder name>[_train<N>]/results.json and report.md.
 """
 from __future__ import annotations
 
@@ -41,20 +47,23 @@ def main() -> None:
     parser.add_argument("--iterations-per-epoch", type=int, default=50)
     parser.add_argument("--trainers", nargs="+", default=["nnUNetTrainerBudget"])
     parser.add_argument("--pretrained", type=Path, default=None, help="checkpoint for diffusion trainers")
+    parser.add_argument("--num-train", type=int, default=None,
+                        help="labelled training volumes of the calibration fold; default all but the validation one")
     args = parser.parse_args()
 
     bench = open_work_folder(args.work)
     work, source, manifest = bench.folder, bench.preprocessed, bench.manifest
     env = bench.env(nnUNet_def_n_proc="1", nnUNet_n_proc_DA="0", nnUNet_num_val_iterations_per_epoch="2")
     training = bench.all_fold["train"]
-    calibration_train, calibration_val = training[:-1], training[-1:]
+    calibration_train, calibration_val = training[:-1][:args.num_train], training[-1:]
     splits = json.loads((source / "splits_final.json").read_text())
     fold = append_fold(splits, calibration_train, calibration_val)
     write_json_atomically(source / "splits_final.json", splits)
     print(f"calibration fold {fold}: train {calibration_train}, validate on {calibration_val} (held-out cases "
           f"{manifest['held_out']} unused)")
 
-    out = REPO / "benchmarks" / "results" / "budget_calibration" / work.name
+    name = work.name if args.num_train is None else f"{work.name}_train{args.num_train}"
+    out = REPO / "benchmarks" / "results" / "budget_calibration" / name
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for trainer, configuration, iterations in itertools.product(args.trainers, args.configurations, args.iterations):

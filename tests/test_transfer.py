@@ -21,6 +21,7 @@ from nnunet_diffusion_pretrain.noise_schedule import DiffusionSettings
 from nnunet_diffusion_pretrain.pretrained_transfer import load_pretrained_diffusion_weights
 from nnunet_diffusion_pretrain.pretraining_record import RECORD_KEY, pretraining_record, transfer_requirements
 from nnunet_diffusion_pretrain.training import (nnUNetTrainerDiffusionDecoderFinetune, nnUNetTrainerDiffusionFinetune,
+                                                nnUNetTrainerDiffusionFinetune_encoderLR1,
                                                 nnUNetTrainerDiffusionLinearProbe, nnUNetTrainerDiffusionPretrain)
 
 TRAINERS = ["nnUNetTrainerDiffusionFinetune", "nnUNetTrainerDiffusionDecoderFinetune",
@@ -122,6 +123,7 @@ def test_probe_features_shapes_determinism_and_concat_equivalence(plans):
 
 @pytest.mark.parametrize("trainer_class, frozen, trained", [
     (nnUNetTrainerDiffusionFinetune, ["encoder."], ["decoder.stages.", "decoder.seg_layers."]),
+    (nnUNetTrainerDiffusionFinetune_encoderLR1, ["encoder."], ["decoder.stages.", "decoder.seg_layers."]),
     (nnUNetTrainerDiffusionDecoderFinetune, ["encoder."], ["decoder.stages.", "decoder.seg_layers."]),
     (nnUNetTrainerDiffusionLinearProbe, ["denoiser."], ["project.", "head."]),
 ])
@@ -152,11 +154,12 @@ def test_frozen_parameters_stay_and_trained_ones_move(nnunet_env, planned_phanto
         assert not any(m for k, m in moved.items() if k.startswith(prefix)), f"{prefix} must stay frozen"
     for prefix in trained:  # (not every head moves: nnU-Net gives the coarsest output zero loss weight)
         assert any(m for k, m in moved.items() if k.startswith(prefix)), f"{prefix} must train"
-    if trainer_class is nnUNetTrainerDiffusionFinetune:  # after the warm-up the whole network trains,
-        moved = steps(1)  # the pretrained encoder at a lower learning rate than from scratch
+    if issubclass(trainer_class, nnUNetTrainerDiffusionFinetune):  # after the warm-up the whole network trains,
+        moved = steps(1)  # the pretrained encoder at 0.1x the learning rate from scratch (encoderLR1: at 1x)
         assert all(m for k, m in moved.items() if k.startswith("encoder.") and k.endswith("conv.weight"))
         rest, encoder = trainer.optimizer.param_groups
-        assert 0 < encoder["lr"] < rest["lr"] and encoder["lr"] < trainer.initial_lr
+        assert encoder["lr"] == pytest.approx(trainer_class.encoder_lr_scale * rest["lr"]) and rest["lr"] > 0
+        assert (encoder["lr"] < rest["lr"]) == (trainer_class is nnUNetTrainerDiffusionFinetune)
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,13 @@ from nnunet_diffusion_pretrain.training.diffusion_pretrain_trainer import (
 from nnunet_diffusion_pretrain.training.pretrained_weights_hook import install as _install_safe_pretrained_loading
 from nnunet_diffusion_pretrain.training.transfer_trainers import (
     nnUNetTrainerBudget, nnUNetTrainerDiffusionDecoderFinetune, nnUNetTrainerDiffusionFinetune,
-    nnUNetTrainerDiffusionLinearProbe)
+    nnUNetTrainerDiffusionFinetune_encoderLR1, nnUNetTrainerDiffusionLinearProbe)
 
 _install_safe_pretrained_loading()
 install_user_error_hook()
 
 __all__ = ["nnUNetTrainerDiffusionPretrain", "nnUNetTrainerDiffusionPretrain_cosine",
            "nnUNetTrainerDiffusionPretrain_vpred", "nnUNetTrainerDiffusionPretrain_cosine_vpred",
-           "nnUNetTrainerBudget", "nnUNetTrainerDiffusionFinetune", "nnUNetTrainerDiffusionDecoderFinetune",
+           "nnUNetTrainerBudget", "nnUNetTrainerDiffusionFinetune", "nnUNetTrainerDiffusionFinetune_encoderLR1",
+           "nnUNetTrainerDiffusionDecoderFinetune",
            "nnUNetTrainerDiffusionLinearProbe"]

@@ -137,6 +137,13 @@ class nnUNetTrainerDiffusionFinetune(DiffusionTransferTrainer):
             group["lr"] *= group["lr_scale"]
 
 
+class nnUNetTrainerDiffusionFinetune_encoderLR1(nnUNetTrainerDiffusionFinetune):
+    """After the decoder warm-up, the pretrained encoder trains at nnU-Net's full learning rate:
+    for budgets where 0.1x keeps the encoder from adapting to organs its features miss."""
+
+    encoder_lr_scale = 1.0
+
+
 class nnUNetTrainerDiffusionDecoderFinetune(DiffusionTransferTrainer):
     """The paper's "fine-tuning decoder": the pretrained encoder stays frozen, decoder and heads train."""
 
