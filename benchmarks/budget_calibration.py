@@ -30,6 +30,7 @@ from pathlib import Path
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_diffusion_pretrain.cli.console_scripts import console_script
+from nnunet_diffusion_pretrain.benchmark.report import with_hand_notes
 from nnunet_diffusion_pretrain.benchmark.work_folder import open_work_folder
 from nnunet_diffusion_pretrain.cli.subprocess_steps import run_step
 from nnunet_diffusion_pretrain.lowlabel_splits import append_fold, write_json_atomically
@@ -76,7 +77,7 @@ def main() -> None:
                 "-p", args.plans, "-device", "cpu", *weights],
                 dict(env, nnUNet_num_epochs=str(iterations // args.iterations_per_epoch),
                      nnUNet_num_iterations_per_epoch=str(args.iterations_per_epoch)),
-                work / "logs" / f"calibration_{trainer}_{configuration}_{iterations}.log")
+                work / "logs" / f"calibration_fold{fold}_{trainer}_{configuration}_{iterations}.log")
             shutil.move(folder / f"fold_{fold}", kept)
             (kept / "seconds.txt").write_text(f"{seconds:.1f}\n")
         summary = json.loads((kept / "validation" / "summary.json").read_text())
@@ -105,7 +106,7 @@ def main() -> None:
                                                  "val": calibration_val, "settings": vars(args) | {"work": str(work),
                                                  "pretrained": str(args.pretrained)}, "benchmark_preset":
                                                  bench.state["settings"]["preset"], "results": results})
-    (out / "report.md").write_text("\n".join(report) + "\n")
+    (out / "report.md").write_text(with_hand_notes("\n".join(report) + "\n", out))
     print(f"written: {out / 'report.md'}")
 
 

@@ -11,7 +11,8 @@ when ``--inception-weights FILE`` exists.
 
     python benchmarks/generation_quality.py --work benchmarks/work/btcv6_cpu1600 -n 256
 
-Writes benchmarks/results/generation_quality/<work folder name>/{results.json,report.md,samples.png}.
+Writes benchmarks/results/generation_quality/<work folder name>/{results.json,report.md,samples.png};
+report.md ends with the folder's hand-written notes.md, if there is one.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from nnunet_diffusion_pretrain.benchmark.axial_plans import AXIAL_PLANS
+from nnunet_diffusion_pretrain.benchmark.report import with_hand_notes
 from nnunet_diffusion_pretrain.benchmark.work_folder import open_work_folder
 from nnunet_diffusion_pretrain.cli.console_scripts import console_script
 from nnunet_diffusion_pretrain.cli.subprocess_steps import run_step
@@ -109,7 +111,7 @@ def main() -> None:
                          + " | ".join(f"{result[network][m]:.3f}" for m in METRICS) + " |")
         lines.append("")
     lines += ["![samples](samples.png)", ""]
-    (out / "report.md").write_text("\n".join(lines))
+    (out / "report.md").write_text(with_hand_notes("\n".join(lines), out))
     print(f"written: {out / 'report.md'}")
 
 

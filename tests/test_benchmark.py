@@ -13,7 +13,7 @@ import SimpleITK as sitk
 from conftest import command, kill_when, run
 from nnunet_diffusion_pretrain.benchmark.reduced_configuration import add_configuration, reduced_2d_configuration
 from nnunet_diffusion_pretrain.benchmark.report import summarize
-from nnunet_diffusion_pretrain.benchmark.run_catalogue import METHODS, STOCK, SYNTHETIC, TRAINERS, TrainingRun
+from nnunet_diffusion_pretrain.benchmark.run_catalogue import METHODS, STOCK, SYNTHETIC, TrainingRun
 from nnunet_diffusion_pretrain.benchmark.segmentation_metrics import organ_metrics
 from nnunet_diffusion_pretrain.errors import UserFacingError
 from nnunet_diffusion_pretrain.phantom import write_phantom_dataset
@@ -97,7 +97,7 @@ def test_summary_pairs_cases_with_stock_and_reports_spread():
     runs, metrics = [], {}
     rng = np.random.default_rng(0)
     for repeat in range(3):
-        for method, offset in zip(TRAINERS, (0.0, 0.1, 0.0, -0.05)):
+        for method, offset in zip(METHODS, (0.0, 0.1, 0.0, -0.05, 0.05)):  # METHODS[4]: fine-tune all + synthetic
             run_ = TrainingRun(method, "cases", 1.0, repeat, "Dataset1_X", 5 + repeat, ("a",))
             runs.append(run_)
             cases = {}
@@ -115,6 +115,9 @@ def test_summary_pairs_cases_with_stock_and_reports_spread():
     assert test["pairs"] == 12 and test["wins"] == 12 and test["wilcoxon_p"] < 0.001
     probe = summary["methods"][METHODS[3]]["vs_stock_dice"]
     assert probe["losses"] == 12 and probe["mean_difference"] == pytest.approx(-0.05, abs=0.011)
+    synthetic = summary["methods"][SYNTHETIC]["vs_finetune_dice"]  # judged against the same method without images
+    assert synthetic["losses"] == 12 and synthetic["mean_difference"] == pytest.approx(-0.05, abs=1e-9)
+    assert "vs_finetune_dice" not in finetune
 
 
 def test_benchmark_command_end_to_end_kill_and_resume(nnunet_env, tmp_path):

@@ -24,8 +24,8 @@ import SimpleITK as sitk  # noqa: E402
 import torch  # noqa: E402
 from scipy.stats import wilcoxon  # noqa: E402
 
-from nnunet_diffusion_pretrain.benchmark.run_catalogue import (METHOD_LABELS, METHODS, STOCK, SYNTHETIC,  # noqa: E402
-                                                               TrainingRun, budget_order)
+from nnunet_diffusion_pretrain.benchmark.run_catalogue import (  # noqa: E402
+    FINETUNE, METHOD_LABELS, METHODS, STOCK, SYNTHETIC, TrainingRun, budget_order)
 from nnunet_diffusion_pretrain.lowlabel_splits import write_json_atomically  # noqa: E402
 
 METRICS = ("dice", "nsd")
@@ -97,6 +97,11 @@ def summarize(runs: list[TrainingRun], metrics: dict[str, dict]) -> dict:
             for method, entry in by_method.items():
                 if method != STOCK and entry["repeats"] == by_method[STOCK]["repeats"]:
                     entry["vs_stock_dice"] = _paired_test(sum(entry["case_scores"], []), stock_cases)
+        if SYNTHETIC in by_method and FINETUNE in by_method:  # what the generated images add to the same method
+            with_images, without = by_method[SYNTHETIC], by_method[FINETUNE]
+            if with_images["repeats"] == without["repeats"]:
+                with_images["vs_finetune_dice"] = _paired_test(sum(with_images["case_scores"], []),
+                                                               sum(without["case_scores"], []))
         summary.append({"kind": kind, "budget": budget, "label": label, "methods": by_method})
     return {"budgets": summary}
 
@@ -122,6 +127,25 @@ def _verdicts(summary: dict) -> list[str]:
                      f"{margin:+.3f}, spread over repeats (larger std) {spread:.3f} -> target {verdict}"
                      + (f" (paired over cases: {test['wins']}/{test['pairs']} wins, Wilcoxon p = "
                         f"{test['wilcoxon_p']:.3g})" if test else ""))
+    return lines
+
+
+def _synthetic_verdicts(summary: dict) -> list[str]:
+    """Whether the synthetic images help: fine-tune all with them against fine-tune all without,
+    by the same rule as the target (mean Dice margin against the spread over repeats)."""
+    lines = []
+    for group in summary["budgets"]:
+        methods = group["methods"]
+        test = methods.get(SYNTHETIC, {}).get("vs_finetune_dice")
+        if not test:
+            continue
+        with_images, without = methods[SYNTHETIC]["dice"], methods[FINETUNE]["dice"]
+        margin, spread = with_images["mean"] - without["mean"], max(with_images["std"], without["std"])
+        verdict = "helps" if margin > spread else "hurts" if margin < -spread else "no effect beyond the spread"
+        lines.append(f"- **Synthetic images, {group['label']}**: {METHOD_LABELS[SYNTHETIC]} {with_images['mean']:.3f} "
+                     f"vs {METHOD_LABELS[FINETUNE]} {without['mean']:.3f}: margin {margin:+.3f}, spread {spread:.3f} "
+                     f"-> {verdict} (paired over cases: {test['wins']}/{test['pairs']} wins, Wilcoxon p = "
+                     f"{test['wilcoxon_p']:.3g})")
     return lines
 
 
@@ -250,7 +274,7 @@ def _markdown(meta: dict, summary: dict, state: dict, runs: list[TrainingRun], h
              "- No setting was tuned on the held-out cases (all fixed before the run).", "",
              "## Target: diffusion pretraining beats stock nnU-Net at the scarcest budgets", "",
              *(_verdicts(summary) or ["- (no low-label budget with stock and diffusion runs)"]),
-             *_upper_bound_check(summary), "",
+             *_synthetic_verdicts(summary), *_upper_bound_check(summary), "",
              "## Mean Dice / NSD (mean +- std over repeats)", "",
              "| labelled data | method | repeats | Dice | NSD | paired Dice diff vs stock | wins/pairs | Wilcoxon p |",
              "|---|---|---|---|---|---|---|---|"]
@@ -278,6 +302,15 @@ def _markdown(meta: dict, summary: dict, state: dict, runs: list[TrainingRun], h
     return "\n".join(lines) + "\n"
 
 
+def with_hand_notes(report: str, folder: Path) -> str:
+    """``report`` followed by the folder's hand-written ``notes.md``, if any: the user's remarks on a
+    run survive every regeneration of the report."""
+    notes = folder / NOTES_FILE
+    if not notes.is_file():
+        return report
+    return f"{report.rstrip()}\n\n## Notes (from `{NOTES_FILE}`, written by hand)\n\n{notes.read_text().strip()}\n"
+
+
 def write_report(out: Path, runs: list[TrainingRun], work: Path, state: dict, labels: dict, held_out: list[str],
                  pretrain_folder: Path, meta: dict) -> Path:
     out.mkdir(parents=True, exist_ok=True)
@@ -303,8 +336,5 @@ def write_report(out: Path, runs: list[TrainingRun], work: Path, state: dict, la
     if samples.is_file():
         (out / "pretraining_samples.png").write_bytes(samples.read_bytes())
         report += "\n![DDIM samples of the pretrained model](pretraining_samples.png)\n"
-    notes = out / NOTES_FILE
-    if notes.is_file():  # the user's own remarks on this run survive every regeneration of the report
-        report += f"\n## Notes (from `{NOTES_FILE}`, written by hand)\n\n{notes.read_text().strip()}\n"
-    (out / "report.md").write_text(report)
+    (out / "report.md").write_text(with_hand_notes(report, out))
     return out / "report.md"
