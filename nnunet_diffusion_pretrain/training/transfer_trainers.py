@@ -138,8 +138,9 @@ class nnUNetTrainerDiffusionFinetune(DiffusionTransferTrainer):
 
 
 class nnUNetTrainerDiffusionFinetune_encoderLR1(nnUNetTrainerDiffusionFinetune):
-    """After the decoder warm-up, the pretrained encoder trains at nnU-Net's full learning rate:
-    for budgets where 0.1x keeps the encoder from adapting to organs its features miss."""
+    """After the decoder warm-up, the pretrained encoder trains at nnU-Net's full learning rate: a
+    setting to compare on a validation fold where 0.1x seems to under-fit (on the CT subset at one
+    labelled volume it did worse: benchmarks/results/budget_calibration/btcv6_cpu1600_train1)."""
 
     encoder_lr_scale = 1.0
 
