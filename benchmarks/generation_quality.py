@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -30,10 +29,11 @@ from nnunet_diffusion_pretrain.benchmark.work_folder import open_work_folder
 from nnunet_diffusion_pretrain.cli.console_scripts import console_script
 from nnunet_diffusion_pretrain.cli.subprocess_steps import run_step
 from nnunet_diffusion_pretrain.image_sets import read_slices, slice_geometry
-from nnunet_diffusion_pretrain.sampling import write_sample_grid
+from nnunet_diffusion_pretrain.sampling import plot_sample_grid, write_sample_grid
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS = ("fid", "sfid", "precision", "recall", "f1")
+SHOWN_SAMPLES, SHOWN_REAL = 16, 4
 
 
 def link_images(cases: list[str], images: Path, target: Path) -> None:
@@ -93,7 +93,9 @@ def main() -> None:
         "date": date, "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
         "work": str(bench.folder), "checkpoint": str(checkpoint), "held_out": bench.held_out,
         "training": bench.all_fold["train"], "samples": sample_info, "rows": rows}, indent=1))
-    shutil.copyfile(samples / "samples.png", out / "samples.png")
+    shown = read_slices(samples, size)[:SHOWN_SAMPLES, None]  # the sampler's grid of all N is too large to commit
+    plot_sample_grid(shown, out / "samples.png", read_slices(held_out, size, spacing, SHOWN_REAL)[:, None],
+                     f"first {len(shown)} of {sample_info['num_samples']} samples; below: held-out slices")
     lines = [f"# Generation quality: {bench.dataset}, {bench.configuration} pretraining", "",
              f"{date}, {os.cpu_count()} CPUs. Checkpoint `{checkpoint.relative_to(bench.folder)}` of the work folder "
              f"`{bench.folder.name}`; {sample_info['num_samples']} samples, {sample_info['sampler'].upper()} "

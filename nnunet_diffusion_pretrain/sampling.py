@@ -73,7 +73,13 @@ def write_sample_grid(samples: np.ndarray, output_folder: Path, spacing: list[fl
         path = output_folder / f"sample_{i:03d}.nii.gz"
         sitk.WriteImage(image, str(path), True)
         written.append(path)
+    grid = output_folder / "samples.png"
+    plot_sample_grid(samples, grid, real_patches, title)
+    return written + [grid]
 
+
+def plot_sample_grid(samples: np.ndarray, path: Path, real_patches: np.ndarray | None = None, title: str = "") -> None:
+    """PNG grid of (N, C, ...) samples, with real patches below them where given."""
     rows = [("generated", samples)] + ([("real", real_patches)] if real_patches is not None else [])
     columns = int(np.ceil(np.sqrt(len(samples))))
     grid_rows = sum(int(np.ceil(len(s) / columns)) for _, s in rows)
@@ -91,8 +97,5 @@ def write_sample_grid(samples: np.ndarray, output_folder: Path, spacing: list[fl
         row += int(np.ceil(len(group) / columns))
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    grid = output_folder / "samples.png"
-    fig.savefig(grid, dpi=100)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
-    written.append(grid)
-    return written

@@ -172,7 +172,9 @@ def test_benchmark_command_end_to_end_kill_and_resume(nnunet_env, tmp_path):
     run(args, nnunet_env, timeout=900)
     assert (out / "notes.md").read_text() == "Run 3 shared the CPU with another job.\n"
     assert "Run 3 shared the CPU with another job." in (out / "report.md").read_text()
-    assert json.loads((work / "benchmark_state.json").read_text())["runs"] == state["runs"]
+    rerun_state = json.loads((work / "benchmark_state.json").read_text())
+    assert rerun_state["runs"] == state["runs"]
+    assert rerun_state["phases"] == state["phases"]  # no phase redone either (pool, pretraining, splits)
     assert {p: p.stat().st_mtime for p in (work / "logs").glob("nnUNetTrainer*.log")} == logs
 
     # other training settings in the same work folder are refused

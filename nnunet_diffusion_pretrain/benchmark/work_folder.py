@@ -11,6 +11,7 @@ from pathlib import Path
 from nnunet_diffusion_pretrain.benchmark.axial_plans import AXIAL_PLANS
 from nnunet_diffusion_pretrain.benchmark.run_catalogue import PRETRAINER
 from nnunet_diffusion_pretrain.cli.setup_env import ext_trainer_folder
+from nnunet_diffusion_pretrain.derived_dataset import DERIVED_MARKER
 from nnunet_diffusion_pretrain.errors import UserFacingError
 from nnunet_diffusion_pretrain.lowlabel_splits import MANIFEST_NAME
 
@@ -40,22 +41,29 @@ class BenchmarkWork:
         return next(f for f in self.manifest["folds"] if f["kind"] == "all")
 
     def pretraining_checkpoint(self) -> Path:
-        return (self.folder / "nnUNet_results" / self.dataset / f"{PRETRAINER}__{AXIAL_PLANS}__{self.configuration}"
-                / f"fold_{self.all_fold['fold']}" / "checkpoint_final.pth")
+        return pretraining_fold(self.folder, self.dataset, self.configuration, self.all_fold["fold"]) / \
+            "checkpoint_final.pth"
 
     def env(self, **extra: str) -> dict:
-        """The environment for stock commands on this work folder's nnU-Net folders."""
-        return dict(os.environ, nnUNet_raw=str(self.folder / "nnUNet_raw"),
-                    nnUNet_preprocessed=str(self.folder / "nnUNet_preprocessed"),
-                    nnUNet_results=str(self.folder / "nnUNet_results"), nnUNet_extTrainer=ext_trainer_folder(),
-                    **extra)
+        return nnunet_folders_env(self.folder, **extra)
+
+
+def nnunet_folders_env(work: Path, **extra: str) -> dict:
+    """The environment for stock commands on a work folder's own nnU-Net folders (never the user's)."""
+    return dict(os.environ, nnUNet_raw=str(work / "nnUNet_raw"), nnUNet_preprocessed=str(work / "nnUNet_preprocessed"),
+                nnUNet_results=str(work / "nnUNet_results"), nnUNet_extTrainer=ext_trainer_folder(), **extra)
+
+
+def pretraining_fold(work: Path, dataset: str, configuration: str, fold: int) -> Path:
+    """Where nnU-Net puts the benchmark's one diffusion pretraining run."""
+    return work / "nnUNet_results" / dataset / f"{PRETRAINER}__{AXIAL_PLANS}__{configuration}" / f"fold_{fold}"
 
 
 def open_work_folder(work: Path) -> BenchmarkWork:
     work = work.resolve()
     state_file = work / "benchmark_state.json"
     sources = [p for p in sorted((work / "nnUNet_preprocessed").glob("Dataset*"))
-               if (p / MANIFEST_NAME).is_file() and not p.name.endswith("Slices")]
+               if (p / MANIFEST_NAME).is_file() and not (work / "nnUNet_raw" / p.name / DERIVED_MARKER).exists()]
     if not state_file.is_file() or not sources:
         raise UserFacingError(f"{work} is not a benchmark work folder with splits (run nnUNetv2_diffusion_benchmark)")
     return BenchmarkWork(work, sources[0], json.loads((sources[0] / MANIFEST_NAME).read_text()),

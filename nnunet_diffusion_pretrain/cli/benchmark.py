@@ -32,9 +32,9 @@ from nnunet_diffusion_pretrain.benchmark.reduced_configuration import add_config
 from nnunet_diffusion_pretrain.benchmark.report import write_report
 from nnunet_diffusion_pretrain.benchmark.run_catalogue import PRETRAINER, SYNTHETIC, TrainingRun, catalogue
 from nnunet_diffusion_pretrain.benchmark.segmentation_metrics import organ_metrics
+from nnunet_diffusion_pretrain.benchmark.work_folder import nnunet_folders_env, pretraining_fold
 from nnunet_diffusion_pretrain.cli.console_scripts import console_script
 from nnunet_diffusion_pretrain.cli.errors import exits_cleanly_on_user_errors
-from nnunet_diffusion_pretrain.cli.setup_env import ext_trainer_folder
 from nnunet_diffusion_pretrain.cli.subprocess_steps import run_step
 from nnunet_diffusion_pretrain.errors import UserFacingError
 from nnunet_diffusion_pretrain.lowlabel_splits import MANIFEST_NAME, write_json_atomically
@@ -98,10 +98,8 @@ class Benchmark:
         self.dataset_id = int(dataset_name[7:10])
         self.slice_dataset_id = self.dataset_id + 100 if self.dataset_id < 900 else self.dataset_id - 100
         self.synthetic_first_id = self.dataset_id + 200 if self.dataset_id < 790 else self.dataset_id - 300
-        self.env = dict(os.environ)
-        self.env.update({"nnUNet_raw": str(work / "nnUNet_raw"), "nnUNet_preprocessed": str(work / "nnUNet_preprocessed"),
-                         "nnUNet_results": str(work / "nnUNet_results"), "nnUNet_extTrainer": ext_trainer_folder(),
-                         "nnUNet_def_n_proc": "1"})  # export workers only contend with inference on few cores
+        # export workers only contend with inference on few cores
+        self.env = nnunet_folders_env(work, nnUNet_def_n_proc="1")
         self.env.pop("nnUNet_diffusion_pool", None)
         self.state_file = work / STATE_FILE
         self.state = json.loads(self.state_file.read_text()) if self.state_file.is_file() else {"phases": {}, "runs": {}}
@@ -215,14 +213,13 @@ def _splits(bench: Benchmark) -> list[Path]:
 
 def _pretrain(bench: Benchmark, all_fold: int) -> Path:
     preset = bench.preset
-    for folder in bench.args.unlabeled:
-        bench.phase("pool", f"add {folder} to the unlabeled pool", [
-            console_script("nnUNetv2_diffusion_add_unlabeled"), "-d", str(bench.dataset_id), "-c",
-            preset.configuration, "-p", AXIAL_PLANS, "-i", str(folder), "-np", str(bench.args.np)])
-    fold = (bench.folder("nnUNet_results") / bench.dataset / f"{PRETRAINER}__{AXIAL_PLANS}__{preset.configuration}"
-            / f"fold_{all_fold}")
+    fold = pretraining_fold(bench.work, bench.dataset, preset.configuration, all_fold)
     checkpoint = fold / "checkpoint_final.pth"
-    if not (fold / "samples" / "samples.png").is_file():
+    if not (fold / "samples" / "samples.png").is_file():  # the pool only feeds an unfinished pretraining
+        for folder in bench.args.unlabeled:
+            bench.phase("pool", f"add {folder} to the unlabeled pool", [
+                console_script("nnUNetv2_diffusion_add_unlabeled"), "-d", str(bench.dataset_id), "-c",
+                preset.configuration, "-p", AXIAL_PLANS, "-i", str(folder), "-np", str(bench.args.np)])
         resume = ["--c"] if any((fold / f"checkpoint_{k}.pth").is_file() for k in ("final", "latest")) else []
         bench.phase("pretraining", f"diffusion pretraining, {preset.pretrain_epochs} x {preset.pretrain_iterations} "
                     f"iterations, on the images of fold {all_fold} (held-out cases unseen) + the unlabeled pool", [
