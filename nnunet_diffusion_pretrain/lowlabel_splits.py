@@ -2,9 +2,11 @@
 
 Every budget shares one held-out validation set, so results across budgets are comparable. For
 repeat ``r`` the labelled cases are the first ``k`` of one permutation of the remaining cases,
-rotated by ``r`` blocks: budgets are nested within a repeat (1 case is a subset of 2 cases) and
-repeats start from different cases. The same arguments always give the same folds; existing
-folds are never changed and re-running appends nothing twice.
+rotated to start at ``repeat_start(r, n)``: budgets are nested within a repeat (1 case is a subset
+of 2 cases), repeats start from different cases, and repeat ``r`` uses the same cases whatever
+``--repeats`` is, so adding repeats later keeps the earlier ones. The same arguments always give
+the same folds; existing folds are never changed (a request that would change one is refused) and
+re-running appends nothing twice.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import json
 import math
 import os
 from dataclasses import asdict, dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -42,11 +45,36 @@ def choose_held_out(case_ids: list[str], num_val: int, seed: int) -> list[str]:
     return sorted(order[:num_val].tolist())
 
 
+def van_der_corput(index: int, base: int) -> Fraction:
+    """The ``index``-th point of the van der Corput sequence in [0, 1): 0, 1/b, 2/b, ..., 1/b^2, ...
+    Each new point falls in the largest gap left by the earlier ones, and no point depends on how
+    many are drawn, which is what lets repeats be added later without moving earlier ones."""
+    numerator, denominator = 0, 1
+    while index:
+        index, digit = divmod(index, base)
+        numerator, denominator = numerator * base + digit, denominator * base
+    return Fraction(numerator, denominator)
+
+
+def repeat_start(repeat: int, pool_size: int) -> int:
+    """Where repeat ``repeat`` starts in the permuted pool: thirds first (0, n/3, 2n/3), then the
+    ninths between them, and so on, skipping positions already taken. Repeats 0-2 get disjoint
+    blocks of n/3 cases and the first ``n`` repeats start at different cases."""
+    taken: list[int] = []
+    index = 0
+    while len(taken) <= repeat % pool_size:
+        start = math.floor(pool_size * van_der_corput(index, 3))
+        if start not in taken:
+            taken.append(start)
+        index += 1
+    return taken[repeat % pool_size]
+
+
 def labelled_cases_per_repeat(train_pool: list[str], repeats: int, seed: int) -> list[list[str]]:
     """For each repeat, an ordering of the training pool; a budget of k takes its first k."""
     base = np.random.default_rng(seed + 1).permutation(sorted(train_pool)).tolist()
-    block = max(1, len(base) // repeats)
-    return [base[(r * block) % len(base):] + base[:(r * block) % len(base)] for r in range(repeats)]
+    starts = [repeat_start(r, len(base)) for r in range(repeats)]
+    return [base[start:] + base[:start] for start in starts]
 
 
 def budgets_to_counts(num_labeled: list[int], fractions: list[float], pool_size: int) -> list[tuple[str, float, int]]:
@@ -91,16 +119,34 @@ def write_json_atomically(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
+def _fold_key(fold: dict) -> tuple[str, float, int]:
+    return fold["kind"], fold["budget"], fold["repeat"]
+
+
+def check_folds_unchanged(preprocessed: Path, folds: list[LowLabelFold]) -> None:
+    """Refuse to relabel a (budget, repeat) the manifest already records with other cases: runs
+    named after that repeat would otherwise be reported under cases they were not trained on."""
+    known = {_fold_key(f): f["train"] for f in read_manifest(preprocessed)["folds"]}
+    for f in folds:
+        before = known.get(_fold_key(asdict(f)))
+        if before is not None and sorted(before) != sorted(f.train):
+            raise UserFacingError(f"{preprocessed / MANIFEST_NAME} already gives repeat {f.repeat} of budget "
+                                  f"{f.budget:g} ({f.kind}) the labelled cases {sorted(before)}; these arguments "
+                                  f"would give it {sorted(f.train)}. Existing folds are never changed (folds made "
+                                  f"by version 0.1.x chose cases per repeat from --repeats): keep the old "
+                                  f"--repeats, or start a new dataset/work folder")
+
+
 def record_folds(preprocessed: Path, splits: list[dict], held_out: list[str], folds: list[LowLabelFold]) -> None:
     """Write splits_final.json and merge the folds into the manifest, one entry per (kind, budget,
     repeat); two budgets may name the same fold (e.g. 10% of 20 cases and 2 cases)."""
+    check_folds_unchanged(preprocessed, folds)
     manifest = read_manifest(preprocessed)
     manifest["held_out"] = held_out
-    key = lambda f: (f["kind"], f["budget"], f["repeat"])  # noqa: E731
-    known = {key(f): f for f in manifest["folds"]}
+    known = {_fold_key(f): f for f in manifest["folds"]}
     for f in folds:
         entry = {**asdict(f), "train": list(f.train), "val": list(f.val)}
-        known[key(entry)] = entry
+        known[_fold_key(entry)] = entry
     manifest["folds"] = sorted(known.values(), key=lambda f: (f["fold"], f["kind"], f["budget"], f["repeat"]))
     write_json_atomically(preprocessed / "splits_final.json", splits)
     write_json_atomically(preprocessed / MANIFEST_NAME, manifest)

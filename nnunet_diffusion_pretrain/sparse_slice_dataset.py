@@ -19,6 +19,7 @@ from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 from nnunet_diffusion_pretrain.derived_dataset import (copy_images, derived_raw_folder, ignore_label,
                                                        preprocess_on_source_plans)
 from nnunet_diffusion_pretrain.errors import UserFacingError
+from nnunet_diffusion_pretrain.lowlabel_splits import van_der_corput
 from nnunet_diffusion_pretrain.planned_dataset import PlannedDataset
 
 
@@ -30,6 +31,26 @@ def spread_slices(foreground: np.ndarray, count: int, phase: float = 0.5) -> lis
                               f"slices with foreground")
     positions = ((np.arange(count) + phase) / count * len(foreground)).astype(int)
     return sorted(int(foreground[min(p, len(foreground) - 1)]) for p in positions)
+
+
+def _derived_case(volume: str, count: int, repeat: int) -> str:
+    return f"{volume}_s{count}r{repeat}"
+
+
+def _check_repeats_keep_their_volumes(labels: Path, file_ending: str, volume_per_repeat: list[str],
+                                      slice_counts: list[int]) -> None:
+    """Refuse, before writing anything, to give a (slice count, repeat) that already has a derived
+    case another volume: its finished runs would be reported under the wrong volume."""
+    for count in slice_counts:
+        for repeat, volume in enumerate(volume_per_repeat):
+            suffix = f"_s{count}r{repeat}{file_ending}"
+            existing = sorted(p.name[: -len(file_ending)] for p in labels.glob(f"*{suffix}"))
+            wanted = _derived_case(volume, count, repeat)
+            if existing and existing != [wanted]:
+                raise UserFacingError(f"{labels} already holds {', '.join(existing)} for repeat {repeat} with "
+                                      f"{count} slices; these arguments would label {wanted}. Existing cases are "
+                                      f"never changed (version 0.1.x chose cases per repeat from --repeats): keep "
+                                      f"the old --repeats, or start a new slice dataset/work folder")
 
 
 def write_sparse_slice_dataset(source: PlannedDataset, target_id: int, held_out: list[str],
@@ -47,6 +68,7 @@ def write_sparse_slice_dataset(source: PlannedDataset, target_id: int, held_out:
     rw = source.plans_manager.image_reader_writer_class()
     axis = source.plans_manager.transpose_forward[0]  # the raw array axis that nnU-Net's 2d slices
     images, labels = folder / "imagesTr", folder / "labelsTr"
+    _check_repeats_keep_their_volumes(labels, file_ending, volume_per_repeat, slice_counts)
     for case in held_out:
         if not (labels / f"{case}{file_ending}").is_file():
             copy_images(files[case]["images"], images, case, file_ending)
@@ -56,11 +78,12 @@ def write_sparse_slice_dataset(source: PlannedDataset, target_id: int, held_out:
     for count in slice_counts:
         for repeat, volume in enumerate(volume_per_repeat):
             reuse = volume_per_repeat[:repeat].count(volume)
-            derived = f"{volume}_s{count}r{repeat}"
+            derived = _derived_case(volume, count, repeat)
             seg, properties = rw.read_seg(files[volume]["label"])
             seg = seg[0]
             foreground = np.flatnonzero(np.any(np.moveaxis(seg, axis, 0) > 0, axis=(1, 2)))
-            slices = spread_slices(foreground, count, (reuse + 0.5) / volume_per_repeat.count(volume))
+            # 1/2, 1/4, 3/4, ...: the n-th reuse of a volume shifts its slices the same way however many repeats
+            slices = spread_slices(foreground, count, float(van_der_corput(reuse + 1, 2)))
             chosen.append((count, repeat, derived, slices))
             if (labels / f"{derived}{file_ending}").is_file():
                 continue

@@ -11,7 +11,7 @@ import SimpleITK as sitk
 from conftest import command, run
 from nnunet_diffusion_pretrain.errors import UserFacingError
 from nnunet_diffusion_pretrain.lowlabel_splits import (budgets_to_counts, choose_held_out,
-                                                       labelled_cases_per_repeat)
+                                                       labelled_cases_per_repeat, repeat_start)
 from nnunet_diffusion_pretrain.sparse_slice_dataset import spread_slices
 
 CASES = [f"case_{i:02d}" for i in range(20)]
@@ -40,6 +40,17 @@ def test_repeats_differ_budgets_nest_and_never_touch_the_held_out_set():
         budgets_to_counts([17], [], len(pool))
 
 
+def test_a_repeat_keeps_its_cases_when_more_repeats_are_asked_for():
+    pool = CASES[:12]
+    many = labelled_cases_per_repeat(pool, repeats=14, seed=0)
+    for repeats in range(1, 14):
+        assert labelled_cases_per_repeat(pool, repeats, seed=0) == many[:repeats]
+    assert len({order[0] for order in many[:12]}) == 12, "the first n repeats start at different cases"
+    assert not set(many[0][:4]) & set(many[1][:4]) and not set(many[1][:4]) & set(many[2][:4]), \
+        "repeats 0-2 take disjoint thirds of the pool"
+    assert [repeat_start(r, 12) for r in range(4)] == [0, 4, 8, 1]
+
+
 def test_slices_are_spread_over_the_foreground_and_differ_per_phase():
     foreground = np.arange(10, 40)
     assert spread_slices(foreground, 4) == [13, 21, 28, 36]  # (i + 0.5) / 4 of the 30 foreground slices
@@ -55,7 +66,8 @@ def splits_command(env, *args, check=True):
 def test_command_appends_folds_keeps_existing_ones_and_writes_a_manifest(nnunet_env, planned_phantom):
     splits_file = planned_phantom["preprocessed"] / "splits_final.json"
     before = json.loads(splits_file.read_text()) if splits_file.is_file() else None
-    args = ["--num-labeled", "1", "2", "--repeats", "2", "--num-val", "2", "--seed", "0"]
+    common = ["--num-labeled", "1", "2", "--num-val", "2", "--seed", "0"]
+    args = [*common, "--repeats", "2"]
     first = splits_command(nnunet_env, *args)
     splits = json.loads(splits_file.read_text())
     assert len(splits) == 5 + 4
@@ -71,6 +83,23 @@ def test_command_appends_folds_keeps_existing_ones_and_writes_a_manifest(nnunet_
         assert f"{entry['fold']:>5}  Dataset991" in first.stdout
     splits_command(nnunet_env, *args)
     assert json.loads(splits_file.read_text()) == splits, "the same arguments must add nothing"
+
+    manifest_file = planned_phantom["preprocessed"] / "lowlabel_splits.json"
+    splits_command(nnunet_env, *common, "--repeats", "3")
+    extended = json.loads(manifest_file.read_text())
+    assert [f for f in extended["folds"] if f["repeat"] < 2] == manifest["folds"], "earlier repeats must stay"
+    assert {(f["budget"], f["repeat"]) for f in extended["folds"] if f["repeat"] == 2} == {(1.0, 2), (2.0, 2)}
+    assert json.loads(splits_file.read_text())[:len(splits)] == splits
+
+    tampered = json.loads(manifest_file.read_text())
+    (entry,) = [f for f in tampered["folds"] if (f["budget"], f["repeat"]) == (1.0, 1)]
+    entry["train"] = next(f["train"] for f in extended["folds"] if (f["budget"], f["repeat"]) == (1.0, 0))
+    manifest_file.write_text(json.dumps(tampered))
+    splits_before = splits_file.read_text()
+    refused = splits_command(nnunet_env, *args, check=False)
+    manifest_file.write_text(json.dumps(extended))
+    assert refused.returncode == 1 and "already gives repeat 1 of budget 1 (cases)" in refused.stderr
+    assert splits_file.read_text() == splits_before, "a refused request must write nothing"
     too_many = splits_command(nnunet_env, "--num-labeled", "4", "--num-val", "2", check=False)
     assert too_many.returncode == 1 and "only 3 training cases" in too_many.stderr
     other_val = splits_command(nnunet_env, "--num-labeled", "1", "--num-val", "1", check=False)
@@ -102,3 +131,21 @@ def test_slice_budget_makes_a_sparse_label_dataset_on_the_source_plans(nnunet_en
     assert plans["foreground_intensity_properties_per_channel"] == \
         source_plans["foreground_intensity_properties_per_channel"]
     assert len(list((preprocessed / "nnUNetPlans_2d").glob("*.b2nd"))) == 2 * (2 + 2)  # data + seg files
+
+    slice_args = ["--num-labeled-slices", "3", "--slice-dataset-id", "992", "--num-val", "2", "--seed", "0"]
+    splits_command(nnunet_env, *slice_args, "--repeats", "3")
+    extended = json.loads((preprocessed / "lowlabel_splits.json").read_text())
+    assert extended["folds"][:2] == manifest["folds"], "adding a repeat keeps the earlier repeats' volumes"
+    assert [f["repeat"] for f in extended["folds"]] == [0, 1, 2]
+
+    (repeat1,) = manifest["folds"][1]["train"]
+    (repeat0,) = manifest["folds"][0]["train"]
+    label = raw / "labelsTr" / f"{repeat1}.nii.gz"
+    moved = raw / "labelsTr" / f"{repeat0.split('_s3r0')[0]}_s3r1.nii.gz"
+    label.rename(moved)  # as if repeat 1 had been labelled on another volume
+    files_before = sorted(p.name for p in raw.rglob("*"))
+    refused = splits_command(nnunet_env, *slice_args, "--repeats", "2", check=False)
+    files_after = sorted(p.name for p in raw.rglob("*"))
+    moved.rename(label)
+    assert refused.returncode == 1 and f"already holds {moved.name[:-len('.nii.gz')]} for repeat 1" in refused.stderr
+    assert files_after == files_before, "a refused request must write nothing"
