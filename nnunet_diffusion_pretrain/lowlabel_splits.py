@@ -23,6 +23,9 @@ from nnunetv2.utilities.crossval_split import generate_crossval_split
 from nnunet_diffusion_pretrain.errors import UserFacingError
 
 MANIFEST_NAME = "lowlabel_splits.json"
+# the remedy when a request would change what an earlier run was trained on
+KEEP_EARLIER_REPEATS = ("Existing folds are never changed (version 0.1.x chose cases per repeat from --repeats): keep "
+                        "the old --repeats, or start a new dataset/work folder")
 
 
 @dataclass(frozen=True)
@@ -132,9 +135,7 @@ def check_folds_unchanged(preprocessed: Path, folds: list[LowLabelFold]) -> None
         if before is not None and sorted(before) != sorted(f.train):
             raise UserFacingError(f"{preprocessed / MANIFEST_NAME} already gives repeat {f.repeat} of budget "
                                   f"{f.budget:g} ({f.kind}) the labelled cases {sorted(before)}; these arguments "
-                                  f"would give it {sorted(f.train)}. Existing folds are never changed (folds made "
-                                  f"by version 0.1.x chose cases per repeat from --repeats): keep the old "
-                                  f"--repeats, or start a new dataset/work folder")
+                                  f"would give it {sorted(f.train)}. {KEEP_EARLIER_REPEATS}")
 
 
 def record_folds(preprocessed: Path, splits: list[dict], held_out: list[str], folds: list[LowLabelFold]) -> None:

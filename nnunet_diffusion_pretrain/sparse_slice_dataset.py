@@ -19,7 +19,7 @@ from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 from nnunet_diffusion_pretrain.derived_dataset import (copy_images, derived_raw_folder, ignore_label,
                                                        preprocess_on_source_plans)
 from nnunet_diffusion_pretrain.errors import UserFacingError
-from nnunet_diffusion_pretrain.lowlabel_splits import van_der_corput
+from nnunet_diffusion_pretrain.lowlabel_splits import KEEP_EARLIER_REPEATS, van_der_corput
 from nnunet_diffusion_pretrain.planned_dataset import PlannedDataset
 
 
@@ -48,9 +48,7 @@ def _check_repeats_keep_their_volumes(labels: Path, file_ending: str, volume_per
             wanted = _derived_case(volume, count, repeat)
             if existing and existing != [wanted]:
                 raise UserFacingError(f"{labels} already holds {', '.join(existing)} for repeat {repeat} with "
-                                      f"{count} slices; these arguments would label {wanted}. Existing cases are "
-                                      f"never changed (version 0.1.x chose cases per repeat from --repeats): keep "
-                                      f"the old --repeats, or start a new slice dataset/work folder")
+                                      f"{count} slices; these arguments would label {wanted}. {KEEP_EARLIER_REPEATS}")
 
 
 def write_sparse_slice_dataset(source: PlannedDataset, target_id: int, held_out: list[str],
