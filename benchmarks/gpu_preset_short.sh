@@ -3,8 +3,9 @@
 # on one CUDA GPU, with its schedules shortened to fit a 15-minute GPU loan: one repeat of the
 # 1-volume and 4-slice budgets, PRETRAIN_EPOCHS / FINETUNE_EPOCHS x ITERATIONS iterations, no
 # synthetic row. torch.compile is off (it costs about a minute per run, longer than a shortened run).
-# The benchmark is stopped after LIMIT seconds (it resumes where it stopped if re-run); the report,
-# the logs and the per-run metrics are copied to $OUT either way.
+# The benchmark is stopped after LIMIT seconds (it resumes where it stopped if re-run); its report
+# is rewritten after every finished run, so $OUT holds a report (partial if stopped early, saying
+# which runs are missing), the logs and the per-run metrics either way.
 #   DATA=../shared/data OUT=/some/folder bash benchmarks/gpu_preset_short.sh
 set -uo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
@@ -13,7 +14,7 @@ OUT="${OUT:-$REPO/gpu_preset_output}"
 WORK="${WORK:-$REPO/benchmarks/work/btcv6_gpu_short}"
 PRETRAIN_EPOCHS="${PRETRAIN_EPOCHS:-10}" FINETUNE_EPOCHS="${FINETUNE_EPOCHS:-4}" ITERATIONS="${ITERATIONS:-100}"
 LIMIT="${LIMIT:-460}"
-export nnUNet_compile=f nnUNet_n_proc_DA="${nnUNet_n_proc_DA:-12}" PYTHONUNBUFFERED=1
+export nnUNet_compile=f nnUNet_n_proc_DA="${nnUNet_n_proc_DA:-12}" nnUNet_def_n_proc="${nnUNet_def_n_proc:-4}" PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/benchmark.log"
 timeout "$LIMIT" nnUNetv2_diffusion_benchmark --preset gpu --convert btcv6_subset -i "$DATA/abdomen_ct_btcv6" \

@@ -131,15 +131,21 @@ def test_benchmark_command_end_to_end_kill_and_resume(nnunet_env, tmp_path):
             "--synthetic-images", "2",
             "--pretrain-epochs", "1", "--finetune-epochs", "1", "--iterations-per-epoch", "3", "-w", str(work),
             "-o", str(out)]
-    # SIGKILL in the middle of the first segmentation run, then the same command finishes the job
-    def first_run_training() -> bool:
-        return any("Epoch 0" in log.read_text(errors="replace") for log in (work / "logs").glob("nnUNetTrainer*__*.log"))
-    kill_when(args, nnunet_env, first_run_training, tmp_path / "killed.log", timeout=1800)
+    # SIGKILL in the middle of the second segmentation run, then the same command finishes the job
+    def second_run_training() -> bool:
+        logs = (work / "logs").glob("nnUNetTrainer*__*.log")
+        return (out / "report.md").is_file() and sum("Epoch 0" in log.read_text(errors="replace") for log in logs) >= 2
+    kill_when(args, nnunet_env, second_run_training, tmp_path / "killed.log", timeout=1800)
     killed_state = json.loads((work / "benchmark_state.json").read_text())
-    assert "pretraining" in killed_state["phases"] and not killed_state["runs"]
+    assert "pretraining" in killed_state["phases"] and len(killed_state["runs"]) == 1
+    # what finished before the kill is reported, and the report says it is partial
+    partial = json.loads((out / "results.json").read_text())
+    assert len(partial["runs"]) == 1 and len(partial["pending_runs"]) == len(METHODS)
+    assert "Partial report: 1 of 6 runs finished" in (out / "report.md").read_text()
     run(args, nnunet_env, timeout=1800)
 
     results = json.loads((out / "results.json").read_text())
+    assert results["pending_runs"] == [] and "Partial report" not in (out / "report.md").read_text()
     assert len(results["held_out"]) == 2
     assert len(results["runs"]) == len(METHODS) + 1  # 4 slices (4 trainers + synthetic row), upper bound (stock)
     synthetic = next(r for r in results["runs"] if r["method"] == SYNTHETIC)

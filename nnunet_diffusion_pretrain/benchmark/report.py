@@ -13,6 +13,7 @@ import json
 import os
 import platform
 from importlib.metadata import PackageNotFoundError, version
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -245,13 +246,22 @@ def _fmt(stats: dict) -> str:
     return f"{stats['mean']:.3f} +- {stats['std']:.3f}"
 
 
-def _markdown(meta: dict, summary: dict, state: dict, runs: list[TrainingRun], held_out: list[str],
-              organs: list[str], now: str, versions: dict, machine: dict) -> str:
+def _partial_notice(runs: list[TrainingRun], pending: list[TrainingRun]) -> list[str]:
+    if not pending:
+        return []
+    return [f"**Partial report: {len(runs)} of {len(runs) + len(pending)} runs finished.** The benchmark stopped "
+            f"or is still running; the same command finishes it. Not run yet: "
+            f"{', '.join(r.run_id for r in pending)}.", ""]
+
+
+def _markdown(meta: dict, summary: dict, state: dict, runs: list[TrainingRun], pending: list[TrainingRun],
+              held_out: list[str], organs: list[str], now: str, versions: dict, machine: dict) -> str:
     preset = state["settings"]["preset"]
     lines = [f"# Label-efficiency benchmark: {meta['dataset']}, preset `{preset['name']}`", "",
              f"Date {now}. Machine: {machine['processor']}, {machine['cpu_count']} CPUs, {machine['memory_gib']} GiB, "
              f"GPU: {machine['gpu'] or 'none'}. torch {versions['torch']}, nnunetv2 {versions['nnunetv2']}, "
              f"monai {versions['monai']}, diffusers {versions['diffusers']}.", "",
+             *_partial_notice(runs, pending),
              "## Settings", "",
              f"- Held-out cases ({len(held_out)}, never seen in pretraining or training): {', '.join(held_out)}.",
              f"- Configuration `{preset['configuration']}` of plans `{meta['plans']}` (nnU-Net's planner with axial "
@@ -312,8 +322,11 @@ def with_hand_notes(report: str, folder: Path) -> str:
 
 
 def write_report(out: Path, runs: list[TrainingRun], work: Path, state: dict, labels: dict, held_out: list[str],
-                 pretrain_folder: Path, meta: dict) -> Path:
+                 pretrain_folder: Path, meta: dict, pending: Sequence[TrainingRun] = ()) -> Path:
+    """Report of the finished ``runs``; ``pending`` (not run yet) are named, so a partial report
+    cannot pass for a complete one."""
     out.mkdir(parents=True, exist_ok=True)
+    pending = list(pending)
     metrics = {r.run_id: json.loads((work / "metrics" / f"{r.run_id}.json").read_text()) for r in runs}
     summary = summarize(runs, metrics)
     organs = [n for n, v in labels.items() if v != 0 and n != "ignore"]
@@ -331,8 +344,9 @@ def write_report(out: Path, runs: list[TrainingRun], work: Path, state: dict, la
         "runs": [{"run_id": r.run_id, "method": r.method, "kind": r.kind, "budget": r.budget, "repeat": r.repeat,
                   "dataset": r.dataset, "fold": r.fold, "train": list(r.train), "cases": metrics[r.run_id]["cases"]}
                  for r in runs],
+        "pending_runs": [r.run_id for r in pending],
         "summary": summary})
-    report = _markdown(meta, summary, state, runs, held_out, organs, now, versions, machine)
+    report = _markdown(meta, summary, state, runs, pending, held_out, organs, now, versions, machine)
     if samples.is_file():
         (out / "pretraining_samples.png").write_bytes(samples.read_bytes())
         report += "\n![DDIM samples of the pretrained model](pretraining_samples.png)\n"

@@ -9,7 +9,8 @@ axial planning plus the preset's reduced configuration, preprocessing, low-label
 held-out set for everything), the unlabeled pool, one diffusion pretraining run on the images of
 every non-held-out case, then for every budget and repeat stock nnU-Net and the three transfer
 trainers with the same budget, and stock nnU-Net on all training labels (the upper bound).
-Finally report.md, results.json and plots in the output folder.
+The report (report.md, results.json, plots) goes to the output folder and is rewritten after every
+finished run; a partial one says which runs are still missing.
 
 nnU-Net's folders live in the work folder (-w), never in your own nnUNet_raw/_preprocessed/_results.
 Re-running the same command continues where it stopped: finished runs are not redone, an
@@ -98,8 +99,8 @@ class Benchmark:
         self.dataset_id = int(dataset_name[7:10])
         self.slice_dataset_id = self.dataset_id + 100 if self.dataset_id < 900 else self.dataset_id - 100
         self.synthetic_first_id = self.dataset_id + 200 if self.dataset_id < 790 else self.dataset_id - 300
-        # export workers only contend with inference on few cores
-        self.env = nnunet_folders_env(work, nnUNet_def_n_proc="1")
+        # export workers only contend with inference on few cores; a larger machine may set more
+        self.env = nnunet_folders_env(work, nnUNet_def_n_proc=os.environ.get("nnUNet_def_n_proc", "1"))
         self.env.pop("nnUNet_diffusion_pool", None)
         self.state_file = work / STATE_FILE
         self.state = json.loads(self.state_file.read_text()) if self.state_file.is_file() else {"phases": {}, "runs": {}}
@@ -244,8 +245,13 @@ def _synthetic_dataset(bench: Benchmark, run: TrainingRun, checkpoint: Path, pro
         bench.env, bench.work / "logs" / f"{run.run_id}.log")
 
 
+def _metrics_file(bench: Benchmark, run: TrainingRun) -> Path:
+    return bench.work / "metrics" / f"{run.run_id}.json"
+
+
 def _train_and_evaluate(bench: Benchmark, run: TrainingRun, checkpoint: Path, labels: dict, held_out: list[str],
-                        progress: str) -> None:
+                        progress: str) -> bool:
+    """Trains (or finishes) one run and scores its held-out predictions; False if both were done before."""
     preset = bench.preset
     fold = run.fold_folder(bench.folder("nnUNet_results"), AXIAL_PLANS, preset.configuration)
     if not (fold / "validation" / "summary.json").is_file():
@@ -263,15 +269,17 @@ def _train_and_evaluate(bench: Benchmark, run: TrainingRun, checkpoint: Path, la
             bench.work / "logs" / f"{run.run_id}.log")
         bench.state["runs"][run.run_id] = bench.state["runs"].get(run.run_id, 0.0) + seconds
         bench.save_state()
-    metrics_file = bench.work / "metrics" / f"{run.run_id}.json"
-    if not metrics_file.is_file():
-        raw = bench.folder("nnUNet_raw") / bench.dataset
-        ending = json.loads((raw / "dataset.json").read_text())["file_ending"]
-        per_case = {case: organ_metrics(str(fold / "validation" / f"{case}{ending}"),
-                                        str(raw / "labelsTr" / f"{case}{ending}"), labels, bench.args.nsd_tolerance)
-                    for case in held_out}
-        metrics_file.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomically(metrics_file, {"run": run.run_id, "cases": per_case})
+    metrics_file = _metrics_file(bench, run)
+    if metrics_file.is_file():
+        return False
+    raw = bench.folder("nnUNet_raw") / bench.dataset
+    ending = json.loads((raw / "dataset.json").read_text())["file_ending"]
+    per_case = {case: organ_metrics(str(fold / "validation" / f"{case}{ending}"),
+                                    str(raw / "labelsTr" / f"{case}{ending}"), labels, bench.args.nsd_tolerance)
+                for case in held_out}
+    metrics_file.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomically(metrics_file, {"run": run.run_id, "cases": per_case})
+    return True
 
 
 @exits_cleanly_on_user_errors
@@ -296,12 +304,20 @@ def main() -> int:
 
     labels = json.loads((bench.folder("nnUNet_raw") / dataset / "dataset.json").read_text())["labels"]
     runs = catalogue(manifest_folders, bench.synthetic_first_id if preset.synthetic_images else None)
+    meta = {"dataset": dataset, "args": {k: str(v) for k, v in vars(args).items()}, "plans": AXIAL_PLANS}
+
+    def report_so_far() -> Path:
+        finished = [r for r in runs if _metrics_file(bench, r).is_file()]
+        return write_report(bench.out, finished, bench.work, bench.state, labels, manifest["held_out"],
+                            checkpoint.parent, meta, pending=[r for r in runs if r not in finished])
+
     started = time.time()
     for i, run in enumerate(tqdm(runs, desc="training runs", unit="run", disable=None)):
-        _train_and_evaluate(bench, run, checkpoint, labels, manifest["held_out"], f"run {i + 1}/{len(runs)}")
+        # a partial report after every new run: a benchmark stopped early (a lent GPU's time running
+        # out, a killed job) still leaves a report of what finished
+        if _train_and_evaluate(bench, run, checkpoint, labels, manifest["held_out"], f"run {i + 1}/{len(runs)}") \
+                and i + 1 < len(runs):
+            print(f"partial report ({i + 1} of {len(runs)} runs): {report_so_far()}")
     print(f"\n{len(runs)} runs finished ({time.time() - started:.0f} s in this invocation)")
-    report = write_report(bench.out, runs, bench.work, bench.state, labels, manifest["held_out"], checkpoint.parent,
-                          {"dataset": dataset, "args": {k: str(v) for k, v in vars(args).items()},
-                           "plans": AXIAL_PLANS})
-    print(f"report: {report}")
+    print(f"report: {report_so_far()}")
     return 0
