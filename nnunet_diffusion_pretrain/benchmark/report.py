@@ -246,6 +246,10 @@ def _fmt(stats: dict) -> str:
     return f"{stats['mean']:.3f} +- {stats['std']:.3f}"
 
 
+def _listed(values: Sequence[int]) -> str:
+    return ", ".join(map(str, values)) or "none"
+
+
 def _partial_notice(runs: list[TrainingRun], pending: list[TrainingRun]) -> list[str]:
     if not pending:
         return []
@@ -271,9 +275,9 @@ def _markdown(meta: dict, summary: dict, state: dict, runs: list[TrainingRun], p
              f"- Every segmentation run: {preset['finetune_epochs']} epochs x {preset['finetune_iterations']} "
              f"iterations (same for every method), nnU-Net's final validation on the held-out cases "
              f"(sliding window, mirroring TTA, same for every method).",
-             f"- Budgets: {preset['num_labeled']} labelled volumes, {preset['num_labeled_slices']} labelled slices "
-             f"(one volume), {preset['repeats']} repeats with different labelled cases; upper bound: stock nnU-Net "
-             f"with every training label.",
+             f"- Budgets: labelled volumes {_listed(preset['num_labeled'])}; labelled slices (on one volume) "
+             f"{_listed(preset['num_labeled_slices'])}; {preset['repeats']} repeat(s) with different labelled "
+             f"cases; upper bound: stock nnU-Net with every training label.",
              (f"- Synthetic-data augmentation (row \"{METHOD_LABELS[SYNTHETIC]}\"): {preset['synthetic_images']} "
               f"DDIM samples of the pretrained model, labelled by the same budget and repeat's fine-tune-all model "
               f"(voxels below {preset['synthetic_threshold']} top-class probability ignored), added to the labelled "
@@ -305,7 +309,7 @@ def _markdown(meta: dict, summary: dict, state: dict, runs: list[TrainingRun], p
     for method in METHODS:
         seconds = [state["runs"][r.run_id] for r in runs if r.method == method and r.run_id in state["runs"]]
         if seconds:
-            lines.append(f"| training + validation, {METHOD_LABELS[method]} ({len(seconds)} runs, mean "
+            lines.append(f"| training + validation, {METHOD_LABELS[method]} ({len(seconds)} run(s), mean "
                          f"{np.mean(seconds):.0f} s/run) | {sum(seconds):.0f} |")
     lines += ["", "## Plots", "", "![label efficiency](label_efficiency.png)", "",
               "![contours](contours.png)", "", "Raw numbers: `results.json`."]
