@@ -12,8 +12,8 @@ import datetime
 import json
 import os
 import platform
-from importlib.metadata import PackageNotFoundError, version
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import matplotlib
