@@ -23,17 +23,15 @@ import itertools
 import json
 import os
 import platform
-import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-from nnunet_diffusion_pretrain.cli.console_scripts import console_script
+from nnunet_diffusion_pretrain.benchmark.budget_calibration import add_calibration_fold, calibration_run, run_seconds
 from nnunet_diffusion_pretrain.benchmark.report import with_hand_notes
 from nnunet_diffusion_pretrain.benchmark.work_folder import open_work_folder
-from nnunet_diffusion_pretrain.cli.subprocess_steps import run_step
-from nnunet_diffusion_pretrain.lowlabel_splits import append_fold, write_json_atomically
+from nnunet_diffusion_pretrain.lowlabel_splits import write_json_atomically
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,37 +54,28 @@ def main() -> None:
     work, source, manifest = bench.folder, bench.preprocessed, bench.manifest
     env = bench.env(nnUNet_def_n_proc="1", nnUNet_n_proc_DA="0", nnUNet_num_val_iterations_per_epoch="2")
     training = bench.all_fold["train"]
-    calibration_train, calibration_val = training[:-1][:args.num_train], training[-1:]
-    splits = json.loads((source / "splits_final.json").read_text())
-    fold = append_fold(splits, calibration_train, calibration_val)
-    write_json_atomically(source / "splits_final.json", splits)
+    fold, calibration_train, calibration_val = add_calibration_fold(source, training[:-1][:args.num_train]
+                                                                    + training[-1:])
     print(f"calibration fold {fold}: train {calibration_train}, validate on {calibration_val} (held-out cases "
           f"{manifest['held_out']} unused)")
+    labels = json.loads((source / "dataset.json").read_text())["labels"]
 
     name = work.name if args.num_train is None else f"{work.name}_train{args.num_train}"
     out = REPO / "benchmarks" / "results" / "budget_calibration" / name
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for trainer, configuration, iterations in itertools.product(args.trainers, args.configurations, args.iterations):
-        folder = work / "nnUNet_results" / source.name / f"{trainer}__{args.plans}__{configuration}"
-        kept = folder / f"fold_{fold}_calibration_{iterations}"
-        if not (kept / "validation" / "summary.json").is_file():
-            weights = ["-pretrained_weights", str(args.pretrained)] if trainer != "nnUNetTrainerBudget" else []
-            seconds = run_step(f"{trainer}, {iterations} iterations", [
-                console_script("nnUNetv2_train"), source.name[7:10], configuration, str(fold), "-tr", trainer,
-                "-p", args.plans, "-device", "cpu", *weights],
-                dict(env, nnUNet_num_epochs=str(iterations // args.iterations_per_epoch),
-                     nnUNet_num_iterations_per_epoch=str(args.iterations_per_epoch)),
-                work / "logs" / f"calibration_fold{fold}_{trainer}_{configuration}_{iterations}.log")
-            shutil.move(folder / f"fold_{fold}", kept)
-            (kept / "seconds.txt").write_text(f"{seconds:.1f}\n")
+        kept = calibration_run(
+            work / "nnUNet_results" / source.name, trainer, args.plans, configuration, fold, iterations,
+            dict(env, nnUNet_num_epochs=str(iterations // args.iterations_per_epoch),
+                 nnUNet_num_iterations_per_epoch=str(args.iterations_per_epoch)),
+            work / "logs" / f"calibration_fold{fold}_{trainer}_{configuration}_{iterations}.log",
+            pretrained=args.pretrained if trainer != "nnUNetTrainerBudget" else None)
         summary = json.loads((kept / "validation" / "summary.json").read_text())
         results.append({"trainer": trainer, "configuration": configuration, "iterations": iterations,
-                        "seconds": float((kept / "seconds.txt").read_text()),
-                        "mean_dice": summary["foreground_mean"]["Dice"],
+                        "seconds": run_seconds(kept), "mean_dice": summary["foreground_mean"]["Dice"],
                         "dice_per_label": {k: v["Dice"] for k, v in summary["mean"].items()}})
         print(results[-1])
-    labels = json.loads((source / "dataset.json").read_text())["labels"]
     names = {str(v): k for k, v in labels.items()}
     plans = PlansManager(str(source / f"{args.plans}.json"))
     batches = "; ".join(f"{c}: batch {plans.get_configuration(c).batch_size}, patch "

@@ -129,8 +129,8 @@ def test_benchmark_command_end_to_end_kill_and_resume(nnunet_env, tmp_path):
     args = [command("nnUNetv2_diffusion_benchmark"), "--raw-dataset", str(dataset), "--unlabeled", str(unlabeled),
             "--num-held-out", "2", "--num-labeled", "--num-labeled-slices", "4", "--repeats", "1",
             "--synthetic-images", "2",
-            "--pretrain-epochs", "1", "--finetune-epochs", "1", "--iterations-per-epoch", "3", "-w", str(work),
-            "-o", str(out)]
+            "--pretrain-epochs", "1", "--finetune-epochs", "1", "--max-budget-doublings", "1",
+            "--iterations-per-epoch", "3", "-w", str(work), "-o", str(out)]
     # SIGKILL in the middle of the second segmentation run, then the same command finishes the job
     def second_run_training() -> bool:
         logs = (work / "logs").glob("nnUNetTrainer*__*.log")
@@ -159,9 +159,24 @@ def test_benchmark_command_end_to_end_kill_and_resume(nnunet_env, tmp_path):
         for organ in r["cases"][results["held_out"][0]].values():
             assert 0.0 <= organ["dice"] <= 1.0 and 0.0 <= organ["nsd"] <= 1.0
     assert results["settings"]["preset"]["finetune_epochs"] == 1
+    # the budget was calibrated first, on a training volume: doubled once if an organ was not learned
+    calibration = results["budget_calibration"]
+    steps = calibration["steps"]
+    assert [s["iterations"] for s in steps] == [3 * 2 ** i for i in range(len(steps))]
+    assert len(steps) == (2 if steps[0]["unlearned"] else 1) and calibration["chosen_epochs"] == steps[-1]["epochs"]
+    organs = [k for k, v in json.loads((dataset / "dataset.json").read_text())["labels"].items() if v]
+    assert sorted(steps[0]["dice"]) == sorted(organs)
+    assert sorted(calibration["train"] + calibration["val"]) == sorted(upper[0]["train"]) and len(calibration["val"]) == 1
+    calibrated = work / "nnUNet_results" / dataset.name / "nnUNetTrainerBudget__nnUNetPlansAxial__2d_cpu"
+    for s in steps:
+        assert (calibrated / f"fold_{calibration['fold']}_calibration_{s['iterations']}" / "validation" /
+                "summary.json").is_file()
+    last_epoch = calibration["chosen_epochs"] - 1  # every run trained with the chosen budget
+    for log in (work / "logs").glob("nnUNetTrainer*__*.log"):
+        assert f"Epoch {last_epoch}\n" in log.read_text() and f"Epoch {last_epoch + 1}\n" not in log.read_text()
     assert results["versions"]["nnunetv2"] and results["machine"]["cpu_count"]
     report = (out / "report.md").read_text()
-    for text in ("stock nnU-Net", "diffusion: linear probe", "+ synthetic", "4 slices", "all (4 volumes)", "Wilcoxon",
+    for text in ("stock nnU-Net", "diffusion: linear probe", "Segmentation budget calibrated", "+ synthetic", "4 slices", "all (4 volumes)", "Wilcoxon",
                  "Wall time",
                  "pretraining", "undetermined (one repeat"):
         assert text in report
@@ -185,4 +200,4 @@ def test_benchmark_command_end_to_end_kill_and_resume(nnunet_env, tmp_path):
 
     # other training settings in the same work folder are refused
     changed = run([*args[:-4], "--finetune-epochs", "2", "-w", str(work), "-o", str(out)], nnunet_env, check=False)
-    assert changed.returncode != 0 and "other settings" in changed.stderr
+    assert changed.returncode != 0 and "other settings (finetune_epochs 1 -> 2)" in changed.stderr

@@ -3,10 +3,11 @@
 ``cpu`` fits a 2-core machine in a few hours per dataset: a reduced configuration inheriting from
 ``2d`` (whole slices resampled to about 96 x 96, batch 4, a 5-stage U-Net with 16..128 features;
 the scale of ../shared/docs/label-efficiency-probe.md), 4,000 pretraining iterations and 1,600
-iterations per segmentation run. The segmentation budget was chosen with
+iterations per segmentation run to start with. That budget was chosen with
 ``benchmarks/budget_calibration.py`` on a training volume of the CT subset (held-out cases unused):
 at 400 iterations stock nnU-Net learned only the liver; at 1,600 it learned all four organs, with
-batch 4 as well as with batch 8 (so batch 4, at half the cost). ``gpu`` uses nnU-Net's own ``2d``
+batch 4 as well as with batch 8 (so batch 4, at half the cost). On the MRI set it needed 3,200, so
+``cpu`` calibrates the budget per dataset (``budget_doublings``, see budget_calibration.py). ``gpu`` uses nnU-Net's own ``2d``
 configuration, with schedules shortened as stated (nnU-Net's default is 1000 epochs).
 Synthetic-data augmentation adds ``synthetic_images`` generated, pseudo-labelled images at the
 smallest volume and slice budgets.
@@ -41,6 +42,7 @@ class BenchmarkPreset:
     repeats: int
     synthetic_images: int  # generated images added at the smallest budgets (0: no synthetic-data row)
     synthetic_threshold: float = 0.9
+    budget_doublings: int = 0  # times the segmentation budget may double until a validation volume is learned
 
     @property
     def finetune_total(self) -> int:
@@ -56,7 +58,8 @@ PRESETS = {
         reduced=ReducedConfiguration("2d_cpu", patch_edge=96, batch_size=4, n_stages=5, base_features=16,
                                      max_features=128),
         pretrain_epochs=40, pretrain_iterations=100, finetune_epochs=32, finetune_iterations=50, val_iterations=2,
-        num_labeled=(1,), num_labeled_slices=(4,), repeats=3, synthetic_images=32),
+        num_labeled=(1,), num_labeled_slices=(4,), repeats=3, synthetic_images=32,
+        budget_doublings=2),
     "gpu": BenchmarkPreset(
         name="gpu", configuration="2d", reduced=None,
         pretrain_epochs=200, pretrain_iterations=250, finetune_epochs=100, finetune_iterations=250,

@@ -6,8 +6,9 @@ identical low-label splits and budgets, evaluated on held-out cases with Dice an
 
 Steps (each a stock nnU-Net command or one of ours, printed as it runs): conversion, fingerprint,
 axial planning plus the preset's reduced configuration, preprocessing, low-label splits (one
-held-out set for everything), the unlabeled pool, one diffusion pretraining run on the images of
-every non-held-out case, then for every budget and repeat stock nnU-Net and the three transfer
+held-out set for everything), with the cpu preset a calibration of the segmentation budget on a
+validation volume of the training split (doubled until stock nnU-Net learns every organ there), the
+unlabeled pool, one diffusion pretraining run on the images of every non-held-out case, then for every budget and repeat stock nnU-Net and the three transfer
 trainers with the same budget, and stock nnU-Net on all training labels (the upper bound).
 The report (report.md, results.json, plots) goes to the output folder and is rewritten after every
 finished run; a partial one says which runs are still missing.
@@ -19,6 +20,7 @@ interrupted run continues from its latest checkpoint, and nothing is deleted.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shlex
@@ -28,10 +30,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 from nnunet_diffusion_pretrain.benchmark.axial_plans import AXIAL_PLANS, plan_axial
+from nnunet_diffusion_pretrain.benchmark.budget_calibration import (add_calibration_fold, calibration_run,
+                                                                    run_seconds, unlearned_organs, validation_dice)
 from nnunet_diffusion_pretrain.benchmark.presets import PRESETS, BenchmarkPreset
 from nnunet_diffusion_pretrain.benchmark.reduced_configuration import add_configuration, reduced_2d_configuration
 from nnunet_diffusion_pretrain.benchmark.report import write_report
-from nnunet_diffusion_pretrain.benchmark.run_catalogue import PRETRAINER, SYNTHETIC, TrainingRun, catalogue
+from nnunet_diffusion_pretrain.benchmark.run_catalogue import PRETRAINER, STOCK, SYNTHETIC, TrainingRun, catalogue
 from nnunet_diffusion_pretrain.benchmark.segmentation_metrics import organ_metrics
 from nnunet_diffusion_pretrain.benchmark.work_folder import nnunet_folders_env, pretraining_fold
 from nnunet_diffusion_pretrain.cli.console_scripts import console_script
@@ -67,6 +71,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed of the held-out set and the labelled cases")
     parser.add_argument("--pretrain-epochs", type=int, default=None, help="override the preset (e.g. a smoke test)")
     parser.add_argument("--finetune-epochs", type=int, default=None, help="override the preset")
+    parser.add_argument("--max-budget-doublings", type=int, default=None,
+                        help="double the segmentation budget up to this many times until stock nnU-Net, trained on "
+                             "all training volumes but one, learns every organ of that one (held-out cases unused); "
+                             "preset's default (cpu 2, gpu 0); 0: the budget as given")
     parser.add_argument("--iterations-per-epoch", type=int, default=None,
                         help="override the preset's iterations per epoch (pretraining and segmentation)")
     parser.add_argument("--nsd-tolerance", type=float, default=2.0,
@@ -86,7 +94,7 @@ def _effective_preset(args: argparse.Namespace) -> BenchmarkPreset:
                "repeats": args.repeats, "synthetic_images": args.synthetic_images,
                "pretrain_epochs": args.pretrain_epochs,
                "finetune_epochs": args.finetune_epochs, "pretrain_iterations": args.iterations_per_epoch,
-               "finetune_iterations": args.iterations_per_epoch}
+               "finetune_iterations": args.iterations_per_epoch, "budget_doublings": args.max_budget_doublings}
     values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in changes.items() if v is not None}
     return BenchmarkPreset(**{**preset.as_dict(), "reduced": preset.reduced, **values})
 
@@ -106,13 +114,18 @@ class Benchmark:
         self.state = json.loads(self.state_file.read_text()) if self.state_file.is_file() else {"phases": {}, "runs": {}}
         settings = {"preset": preset.as_dict(), "seed": args.seed, "num_held_out": args.num_held_out,
                     "unlabeled": sorted(str(p.resolve()) for p in args.unlabeled)}
-        fixed = ("pretrain_epochs", "pretrain_iterations", "finetune_epochs", "finetune_iterations", "configuration")
+        fixed = ("pretrain_epochs", "pretrain_iterations", "finetune_epochs", "finetune_iterations", "configuration",
+                 "budget_doublings")
         old = self.state.get("settings")
-        if old and (any(old["preset"][k] != settings["preset"][k] for k in fixed) or old["seed"] != args.seed
-                    or old["num_held_out"] != args.num_held_out):
-            raise UserFacingError(f"{work} holds a benchmark with other settings ({old['preset']['name']} preset, "
-                                  f"seed {old['seed']}, {old['num_held_out']} held out); use another -w folder "
-                                  f"or the same settings (budgets and repeats may be extended)")
+        if old:
+            before = {"budget_doublings": 0, **old["preset"]}  # work folders older than 0.3.0 never calibrated
+            changed = [f"{k} {before[k]} -> {settings['preset'][k]}" for k in fixed
+                       if before[k] != settings["preset"][k]]
+            changed += [f"{k} {old[k]} -> {settings[k]}" for k in ("seed", "num_held_out") if old[k] != settings[k]]
+            if changed:
+                raise UserFacingError(f"{work} holds a benchmark with other settings ({'; '.join(changed)}); use "
+                                      f"another -w folder or the same settings (budgets and repeats may be "
+                                      f"extended)")
         self.state["settings"] = settings
 
     def save_state(self) -> None:
@@ -212,6 +225,37 @@ def _splits(bench: Benchmark) -> list[Path]:
     return folders
 
 
+def _calibrate_budget(bench: Benchmark, all_fold: dict, labels: dict) -> int:
+    """Segmentation epochs for every run: the preset's, doubled while stock nnU-Net trained on all
+    training volumes but one does not learn every organ of that one (at most ``budget_doublings``
+    times). Recorded in the state file, so a resumed benchmark neither redoes nor changes it."""
+    preset = bench.preset
+    record = bench.state.setdefault("budget_calibration", {"steps": []})
+    if preset.budget_doublings == 0 or "chosen_epochs" in record:
+        return record.get("chosen_epochs", preset.finetune_epochs)
+    preprocessed = bench.folder("nnUNet_preprocessed") / bench.dataset
+    record["fold"], record["train"], record["val"] = add_calibration_fold(preprocessed, all_fold["train"])
+    while True:
+        epochs = preset.finetune_epochs * 2 ** len(record["steps"])
+        iterations = epochs * preset.finetune_iterations
+        kept = calibration_run(bench.folder("nnUNet_results") / bench.dataset, STOCK, AXIAL_PLANS,
+                               preset.configuration, record["fold"], iterations,
+                               bench.training_env(epochs, preset.finetune_iterations),
+                               bench.work / "logs" / f"budget_calibration_{iterations}.log", bench.args.device)
+        dice = validation_dice(kept, labels)
+        record["steps"].append({"epochs": epochs, "iterations": iterations, "seconds": run_seconds(kept),
+                                "dice": dice, "unlearned": unlearned_organs(dice)})
+        bench.state["phases"]["budget calibration"] = sum(s["seconds"] for s in record["steps"])
+        done = not record["steps"][-1]["unlearned"] or len(record["steps"]) > preset.budget_doublings
+        if done:
+            record["chosen_epochs"] = epochs
+        bench.save_state()
+        print(f"  {iterations} iterations: Dice on {record['val'][0]} " + ", ".join(
+            f"{k} {v:.3f}" for k, v in dice.items()) + (f" -> every run gets {iterations} iterations" if done else ""))
+        if done:
+            return epochs
+
+
 def _pretrain(bench: Benchmark, all_fold: int) -> Path:
     preset = bench.preset
     fold = pretraining_fold(bench.work, bench.dataset, preset.configuration, all_fold)
@@ -299,10 +343,11 @@ def main() -> int:
     _plan(bench)
     manifest_folders = _splits(bench)
     manifest = json.loads((manifest_folders[0] / MANIFEST_NAME).read_text())
-    all_fold = next(f["fold"] for f in manifest["folds"] if f["kind"] == "all")
-    checkpoint = _pretrain(bench, all_fold)
-
+    all_fold = next(f for f in manifest["folds"] if f["kind"] == "all")
     labels = json.loads((bench.folder("nnUNet_raw") / dataset / "dataset.json").read_text())["labels"]
+    bench.preset = dataclasses.replace(preset, finetune_epochs=_calibrate_budget(bench, all_fold, labels))
+    checkpoint = _pretrain(bench, all_fold["fold"])
+
     runs = catalogue(manifest_folders, bench.synthetic_first_id if preset.synthetic_images else None)
     meta = {"dataset": dataset, "args": {k: str(v) for k, v in vars(args).items()}, "plans": AXIAL_PLANS}
 

@@ -1,0 +1,67 @@
+"""Choosing a segmentation budget on a validation volume of the training split, never on the
+held-out cases: stock nnU-Net trains on every training volume but one and is validated on that one.
+A budget is long enough when it learns every organ (Dice >= ORGAN_LEARNED_DICE). The ``cpu``
+preset's 1,600 iterations do on the CT subset but not on the MRI set, which needs 3,200
+(``benchmarks/results/budget_calibration/``), so the benchmark doubles the budget until they do."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from nnunet_diffusion_pretrain.cli.console_scripts import console_script
+from nnunet_diffusion_pretrain.cli.subprocess_steps import run_step
+from nnunet_diffusion_pretrain.errors import UserFacingError
+from nnunet_diffusion_pretrain.lowlabel_splits import append_fold, write_json_atomically
+
+ORGAN_LEARNED_DICE = 0.5
+
+
+def add_calibration_fold(preprocessed: Path, training: list[str]) -> tuple[int, list[str], list[str]]:
+    """Appends (or finds) the fold training on all of ``training`` but its last case and validating
+    on that case; returns (fold, train, val)."""
+    if len(training) < 2:
+        raise UserFacingError(f"calibrating the budget needs at least 2 training volumes ({len(training)} here); "
+                              f"give the budget with --finetune-epochs and --max-budget-doublings 0")
+    train, val = sorted(training[:-1]), training[-1:]
+    splits = json.loads((preprocessed / "splits_final.json").read_text())
+    fold = append_fold(splits, train, val)
+    write_json_atomically(preprocessed / "splits_final.json", splits)
+    return fold, train, val
+
+
+def calibration_run(results_dataset: Path, trainer: str, plans: str, configuration: str, fold: int,
+                    iterations: int, env: dict, log: Path, device: str = "cpu", pretrained: Path | None = None) -> Path:
+    """Trains (or finishes) ``trainer`` on the calibration fold with the budget in ``env``, then moves
+    nnU-Net's fold folder to ``fold_N_calibration_ITERATIONS``, so the same fold can be trained again
+    at another budget; returns that folder (with the run's seconds in ``seconds.txt``)."""
+    trainer_folder = results_dataset / f"{trainer}__{plans}__{configuration}"
+    kept = trainer_folder / f"fold_{fold}_calibration_{iterations}"
+    if (kept / "validation" / "summary.json").is_file():
+        return kept
+    running = trainer_folder / f"fold_{fold}"
+    if any((running / f"checkpoint_{k}.pth").is_file() for k in ("latest", "final")):
+        start = ["--c"]
+    else:
+        start = ["-pretrained_weights", str(pretrained)] if pretrained else []
+    seconds = run_step(f"budget calibration: {trainer}, {iterations} iterations, fold {fold}", [
+        console_script("nnUNetv2_train"), results_dataset.name[7:10], configuration, str(fold), "-tr", trainer,
+        "-p", plans, "-device", device, *start], env, log)
+    shutil.move(running, kept)
+    (kept / "seconds.txt").write_text(f"{seconds:.1f}\n")
+    return kept
+
+
+def validation_dice(kept: Path, labels: dict) -> dict[str, float]:
+    """Dice per organ name of a calibration run's final validation (nnU-Net's own summary.json)."""
+    summary = json.loads((kept / "validation" / "summary.json").read_text())
+    names = {str(v): k for k, v in labels.items() if isinstance(v, int) and v != 0}
+    return {names[k]: v["Dice"] for k, v in summary["mean"].items() if k in names}
+
+
+def run_seconds(kept: Path) -> float:
+    return float((kept / "seconds.txt").read_text())
+
+
+def unlearned_organs(dice: dict[str, float]) -> list[str]:
+    return [organ for organ, d in dice.items() if d < ORGAN_LEARNED_DICE]
