@@ -2,7 +2,9 @@
 held-out cases: stock nnU-Net trains on every training volume but one and is validated on that one.
 A budget is long enough when it learns every organ (Dice >= ORGAN_LEARNED_DICE). The ``cpu``
 preset's 1,600 iterations do on the CT subset but not on the MRI set, which needs 3,200
-(``benchmarks/results/budget_calibration/``), so the benchmark doubles the budget until they do."""
+(``benchmarks/results/budget_calibration/``), so the benchmark doubles the budget until they do.
+One run decides each step: where a budget is at the edge (1,600 on that MRI set) two runs of it
+can disagree (``chaos20_benchmark_calibration/``)."""
 from __future__ import annotations
 
 import json
