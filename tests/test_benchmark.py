@@ -173,7 +173,8 @@ def test_benchmark_command_end_to_end_kill_and_resume(nnunet_env, tmp_path):
                 "summary.json").is_file()
     last_epoch = calibration["chosen_epochs"] - 1  # every run trained with the chosen budget
     for log in (work / "logs").glob("nnUNetTrainer*__*.log"):
-        assert f"Epoch {last_epoch}\n" in log.read_text() and f"Epoch {last_epoch + 1}\n" not in log.read_text()
+        text = log.read_text(encoding="utf-8", errors="replace")  # tqdm bars; the locale may be ASCII
+        assert f"Epoch {last_epoch}\n" in text and f"Epoch {last_epoch + 1}\n" not in text
     assert results["versions"]["nnunetv2"] and results["machine"]["cpu_count"]
     report = (out / "report.md").read_text()
     for text in ("stock nnU-Net", "diffusion: linear probe", "Segmentation budget calibrated", "+ synthetic", "4 slices", "all (4 volumes)", "Wilcoxon",
