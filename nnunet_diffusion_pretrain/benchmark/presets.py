@@ -7,8 +7,8 @@ iterations per segmentation run to start with. That budget was chosen with
 ``benchmarks/budget_calibration.py`` on a training volume of the CT subset (held-out cases unused):
 at 400 iterations stock nnU-Net learned only the liver; at 1,600 it learned all four organs, with
 batch 4 as well as with batch 8 (so batch 4, at half the cost). On the MRI set it needed 3,200, so
-``cpu`` calibrates the budget per dataset (``budget_doublings``, see budget_calibration.py). ``gpu`` uses nnU-Net's own ``2d``
-configuration, with schedules shortened as stated (nnU-Net's default is 1000 epochs).
+``cpu`` calibrates the budget per dataset (``budget_doublings``, see budget_calibration.py). ``gpu``
+uses nnU-Net's own ``2d`` configuration, with schedules shortened as stated (nnU-Net's default is 1000 epochs).
 Synthetic-data augmentation adds ``synthetic_images`` generated, pseudo-labelled images at the
 smallest volume and slice budgets.
 """

@@ -161,9 +161,9 @@ def _upper_bound_check(summary: dict) -> list[str]:
             dice = group["methods"][STOCK]["dice"]["mean"]
             if missed:
                 lines.append(f"- **Upper bound NOT converged**: stock nnU-Net with {group['label']} reaches mean Dice "
-                             f"{dice:.3f}; organs below {ORGAN_LEARNED_DICE} Dice: {', '.join(missed)}. This training budget is too "
-                             f"short for nnU-Net's schedule, so the comparison measures early learning speed, not "
-                             f"converged label efficiency.")
+                             f"{dice:.3f}; organs below {ORGAN_LEARNED_DICE} Dice: {', '.join(missed)}. This training "
+                             f"budget is too short for nnU-Net's schedule, so the comparison measures early "
+                             f"learning speed, not converged label efficiency.")
             else:
                 lines.append(f"- Upper bound: stock nnU-Net with {group['label']} reaches mean Dice {dice:.3f}, "
                              f"every organ >= {ORGAN_LEARNED_DICE}.")
@@ -366,7 +366,8 @@ def write_report(out: Path, runs: list[TrainingRun], work: Path, state: dict, la
     samples = pretrain_folder / "samples" / "samples.png"
     write_json_atomically(out / "results.json", {
         "date": now, "machine": machine, "versions": versions, "meta": meta, "settings": state["settings"],
-        "budget_calibration": state.get("budget_calibration"), "held_out": held_out, "wall_time_s": {"phases": state["phases"], "runs": state["runs"]},
+        "budget_calibration": state.get("budget_calibration"), "held_out": held_out,
+        "wall_time_s": {"phases": state["phases"], "runs": state["runs"]},
         "runs": [{"run_id": r.run_id, "method": r.method, "kind": r.kind, "budget": r.budget, "repeat": r.repeat,
                   "dataset": r.dataset, "fold": r.fold, "train": list(r.train), "cases": metrics[r.run_id]["cases"]}
                  for r in runs],

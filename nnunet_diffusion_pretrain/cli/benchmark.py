@@ -8,8 +8,9 @@ Steps (each a stock nnU-Net command or one of ours, printed as it runs): convers
 axial planning plus the preset's reduced configuration, preprocessing, low-label splits (one
 held-out set for everything), with the cpu preset a calibration of the segmentation budget on a
 validation volume of the training split (doubled until stock nnU-Net learns every organ there), the
-unlabeled pool, one diffusion pretraining run on the images of every non-held-out case, then for every budget and repeat stock nnU-Net and the three transfer
-trainers with the same budget, and stock nnU-Net on all training labels (the upper bound).
+unlabeled pool, one diffusion pretraining run on the images of every non-held-out case, then for
+every budget and repeat stock nnU-Net and the three transfer trainers with the same budget, and
+stock nnU-Net on all training labels (the upper bound).
 The report (report.md, results.json, plots) goes to the output folder and is rewritten after every
 finished run; a partial one says which runs are still missing.
 
@@ -230,9 +231,11 @@ def _calibrate_budget(bench: Benchmark, all_fold: dict, labels: dict) -> int:
     training volumes but one does not learn every organ of that one (at most ``budget_doublings``
     times). Recorded in the state file, so a resumed benchmark neither redoes nor changes it."""
     preset = bench.preset
+    if "chosen_epochs" in bench.state.get("budget_calibration", {}):
+        return bench.state["budget_calibration"]["chosen_epochs"]
+    if preset.budget_doublings == 0:
+        return preset.finetune_epochs
     record = bench.state.setdefault("budget_calibration", {"steps": []})
-    if preset.budget_doublings == 0 or "chosen_epochs" in record:
-        return record.get("chosen_epochs", preset.finetune_epochs)
     preprocessed = bench.folder("nnUNet_preprocessed") / bench.dataset
     record["fold"], record["train"], record["val"] = add_calibration_fold(preprocessed, all_fold["train"])
     while True:
