@@ -11,6 +11,7 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import command, kill_when, run
+from nnunet_diffusion_pretrain.benchmark.budget_calibration import needs_another_run, worst_dice
 from nnunet_diffusion_pretrain.benchmark.reduced_configuration import add_configuration, reduced_2d_configuration
 from nnunet_diffusion_pretrain.benchmark.report import summarize
 from nnunet_diffusion_pretrain.benchmark.run_catalogue import METHODS, STOCK, SYNTHETIC, TrainingRun
@@ -120,6 +121,15 @@ def test_summary_pairs_cases_with_stock_and_reports_spread():
     assert "vs_finetune_dice" not in finetune
 
 
+def test_calibration_budget_counts_its_worse_run_and_stops_at_the_first_miss():
+    learned, missed = {"liver": 0.9, "spleen": 0.7}, {"liver": 0.95, "spleen": 0.08}
+    assert worst_dice([learned, missed]) == {"liver": 0.9, "spleen": 0.08}
+    assert needs_another_run([learned], 2)  # learned once: confirm with a second run
+    assert not needs_another_run([learned, learned], 2)  # both learned: the budget is chosen
+    assert not needs_another_run([missed], 2)  # one miss decides: double without a second run
+    assert not needs_another_run([learned], 1)
+
+
 def test_benchmark_command_end_to_end_kill_and_resume(nnunet_env, tmp_path):
     raw_root, unlabeled = tmp_path / "source_raw", tmp_path / "unlabeled"
     dataset = raw_root / "Dataset981_BenchPhantom"
@@ -130,6 +140,7 @@ def test_benchmark_command_end_to_end_kill_and_resume(nnunet_env, tmp_path):
             "--num-held-out", "2", "--num-labeled", "--num-labeled-slices", "4", "--repeats", "1",
             "--synthetic-images", "2",
             "--pretrain-epochs", "1", "--finetune-epochs", "1", "--max-budget-doublings", "1",
+            "--calibration-runs", "2",
             "--iterations-per-epoch", "3", "-w", str(work), "-o", str(out)]
     # SIGKILL in the middle of the second segmentation run, then the same command finishes the job
     def second_run_training() -> bool:
@@ -166,11 +177,16 @@ def test_benchmark_command_end_to_end_kill_and_resume(nnunet_env, tmp_path):
     assert len(steps) == (2 if steps[0]["unlearned"] else 1) and calibration["chosen_epochs"] == steps[-1]["epochs"]
     organs = [k for k, v in json.loads((dataset / "dataset.json").read_text())["labels"].items() if v]
     assert sorted(steps[0]["dice"]) == sorted(organs)
+    for s in steps:  # a second run only confirms a budget whose first run learned every organ
+        assert len(s["runs"]) == (1 if min(s["runs"][0].values()) < 0.5 else 2)
+        assert s["dice"] == {o: min(r[o] for r in s["runs"]) for o in organs}
+        assert s["unlearned"] == [o for o in s["dice"] if s["dice"][o] < 0.5]
     assert sorted(calibration["train"] + calibration["val"]) == sorted(upper[0]["train"]) and len(calibration["val"]) == 1
     calibrated = work / "nnUNet_results" / dataset.name / "nnUNetTrainerBudget__nnUNetPlansAxial__2d_cpu"
     for s in steps:
-        assert (calibrated / f"fold_{calibration['fold']}_calibration_{s['iterations']}" / "validation" /
-                "summary.json").is_file()
+        for r in range(1, len(s["runs"]) + 1):
+            kept = f"fold_{calibration['fold']}_calibration_{s['iterations']}" + (f"_run{r}" if r > 1 else "")
+            assert (calibrated / kept / "validation" / "summary.json").is_file()
     last_epoch = calibration["chosen_epochs"] - 1  # every run trained with the chosen budget
     for log in (work / "logs").glob("nnUNetTrainer*__*.log"):
         text = log.read_text(encoding="utf-8", errors="replace")  # tqdm bars; the locale may be ASCII

@@ -3,8 +3,10 @@ held-out cases: stock nnU-Net trains on every training volume but one and is val
 A budget is long enough when it learns every organ (Dice >= ORGAN_LEARNED_DICE). The ``cpu``
 preset's 1,600 iterations do on the CT subset but not on the MRI set, which needs 3,200
 (``benchmarks/results/budget_calibration/``), so the benchmark doubles the budget until they do.
-One run decides each step: where a budget is at the edge (1,600 on that MRI set) two runs of it
-can disagree (``chaos20_benchmark_calibration/``)."""
+Where a budget is at the edge (1,600 on that MRI set) two runs of it disagree: one learned every
+organ, the other missed the left kidney (``chaos20_benchmark_calibration/``). So a budget is chosen
+only when each of ``calibration_runs`` runs of it learns every organ (per organ the worse run
+counts); a run that misses an organ ends its step at once."""
 from __future__ import annotations
 
 import json
@@ -33,12 +35,14 @@ def add_calibration_fold(preprocessed: Path, training: list[str]) -> tuple[int, 
 
 
 def calibration_run(results_dataset: Path, trainer: str, plans: str, configuration: str, fold: int,
-                    iterations: int, env: dict, log: Path, device: str = "cpu", pretrained: Path | None = None) -> Path:
+                    iterations: int, env: dict, log: Path, device: str = "cpu", pretrained: Path | None = None,
+                    repeat: int = 1) -> Path:
     """Trains (or finishes) ``trainer`` on the calibration fold with the budget in ``env``, then moves
-    nnU-Net's fold folder to ``fold_N_calibration_ITERATIONS``, so the same fold can be trained again
-    at another budget; returns that folder (with the run's seconds in ``seconds.txt``)."""
+    nnU-Net's fold folder to ``fold_N_calibration_ITERATIONS`` (``..._runR`` for the R-th run of a
+    budget), so the same fold can be trained again; returns that folder (with the run's seconds in
+    ``seconds.txt``)."""
     trainer_folder = results_dataset / f"{trainer}__{plans}__{configuration}"
-    kept = trainer_folder / f"fold_{fold}_calibration_{iterations}"
+    kept = trainer_folder / (f"fold_{fold}_calibration_{iterations}" + (f"_run{repeat}" if repeat > 1 else ""))
     if (kept / "validation" / "summary.json").is_file():
         return kept
     running = trainer_folder / f"fold_{fold}"
@@ -67,3 +71,15 @@ def run_seconds(kept: Path) -> float:
 
 def unlearned_organs(dice: dict[str, float]) -> list[str]:
     return [organ for organ, d in dice.items() if d < ORGAN_LEARNED_DICE]
+
+
+def worst_dice(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Per organ the lowest Dice over a budget's runs: one run that misses an organ is enough to
+    call the budget too short."""
+    return {organ: min(run[organ] for run in runs) for organ in runs[0]}
+
+
+def needs_another_run(runs: list[dict[str, float]], runs_per_budget: int) -> bool:
+    """Whether a budget needs another calibration run: fewer than ``runs_per_budget`` so far, and
+    none of them has missed an organ yet (a miss already decides)."""
+    return len(runs) < runs_per_budget and not unlearned_organs(worst_dice(runs))

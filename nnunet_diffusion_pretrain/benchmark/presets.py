@@ -7,7 +7,8 @@ iterations per segmentation run to start with. That budget was chosen with
 ``benchmarks/budget_calibration.py`` on a training volume of the CT subset (held-out cases unused):
 at 400 iterations stock nnU-Net learned only the liver; at 1,600 it learned all four organs, with
 batch 4 as well as with batch 8 (so batch 4, at half the cost). On the MRI set it needed 3,200, so
-``cpu`` calibrates the budget per dataset (``budget_doublings``, see budget_calibration.py). ``gpu``
+``cpu`` calibrates the budget per dataset (``budget_doublings``, two runs per budget, the worse
+counts: ``calibration_runs``, see budget_calibration.py). ``gpu``
 uses nnU-Net's own ``2d`` configuration, with schedules shortened as stated (nnU-Net's default is 1000 epochs).
 Synthetic-data augmentation adds ``synthetic_images`` generated, pseudo-labelled images at the
 smallest volume and slice budgets.
@@ -43,6 +44,7 @@ class BenchmarkPreset:
     synthetic_images: int  # generated images added at the smallest budgets (0: no synthetic-data row)
     synthetic_threshold: float = 0.9
     budget_doublings: int = 0  # times the segmentation budget may double until a validation volume is learned
+    calibration_runs: int = 1  # runs that must all learn every organ before a budget is chosen
 
     @property
     def finetune_total(self) -> int:
@@ -59,7 +61,7 @@ PRESETS = {
                                      max_features=128),
         pretrain_epochs=40, pretrain_iterations=100, finetune_epochs=32, finetune_iterations=50, val_iterations=2,
         num_labeled=(1,), num_labeled_slices=(4,), repeats=3, synthetic_images=32,
-        budget_doublings=2),
+        budget_doublings=2, calibration_runs=2),
     "gpu": BenchmarkPreset(
         name="gpu", configuration="2d", reduced=None,
         pretrain_epochs=200, pretrain_iterations=250, finetune_epochs=100, finetune_iterations=250,

@@ -124,7 +124,7 @@ def _verdicts(summary: dict) -> list[str]:
         else:
             verdict = "MET" if margin > spread else "NOT met"
         test = methods[best].get("vs_stock_dice", {})
-        lines.append(f"- **{group['label']}**: best diffusion method {METHOD_LABELS[best]} "
+        lines.append(f"- **{group['label']}**: best is {METHOD_LABELS[best]} "
                      f"{methods[best]['dice']['mean']:.3f} vs stock {methods[STOCK]['dice']['mean']:.3f}: margin "
                      f"{margin:+.3f}, spread over repeats (larger std) {spread:.3f} -> target {verdict}"
                      + (f" (paired over cases: {test['wins']}/{test['pairs']} wins, Wilcoxon p = "
@@ -263,13 +263,18 @@ def _segmentation_epochs(state: dict) -> int:
     return state.get("budget_calibration", {}).get("chosen_epochs", state["settings"]["preset"]["finetune_epochs"])
 
 
+def _runs_note(step: dict) -> str:
+    runs = step.get("runs", [step["dice"]])  # work folders older than 0.4.0: one run per budget
+    return f" ({len(runs)} runs, the worse per organ)" if len(runs) > 1 else ""
+
+
 def _budget_calibration_line(state: dict) -> str:
     record = state.get("budget_calibration", {})
     if not record.get("steps"):
         return "- Segmentation budget: as given (not calibrated)."
-    steps = "; ".join(f"{s['iterations']} iterations -> " + (f"organs below {ORGAN_LEARNED_DICE} Dice: "
-                                                             f"{', '.join(s['unlearned'])}" if s["unlearned"]
-                                                             else "every organ learned")
+    steps = "; ".join(f"{s['iterations']} iterations{_runs_note(s)} -> "
+                      + (f"organs below {ORGAN_LEARNED_DICE} Dice: {', '.join(s['unlearned'])}" if s["unlearned"]
+                         else "every organ learned")
                       for s in record["steps"])
     last = record["steps"][-1]
     outcome = "" if not last["unlearned"] or "chosen_epochs" not in record else \

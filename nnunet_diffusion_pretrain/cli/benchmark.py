@@ -32,7 +32,8 @@ from tqdm import tqdm
 
 from nnunet_diffusion_pretrain.benchmark.axial_plans import AXIAL_PLANS, plan_axial
 from nnunet_diffusion_pretrain.benchmark.budget_calibration import (add_calibration_fold, calibration_run,
-                                                                    run_seconds, unlearned_organs, validation_dice)
+                                                                    needs_another_run, run_seconds, unlearned_organs,
+                                                                    validation_dice, worst_dice)
 from nnunet_diffusion_pretrain.benchmark.presets import PRESETS, BenchmarkPreset
 from nnunet_diffusion_pretrain.benchmark.reduced_configuration import add_configuration, reduced_2d_configuration
 from nnunet_diffusion_pretrain.benchmark.report import write_report
@@ -76,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="double the segmentation budget up to this many times until stock nnU-Net, trained on "
                              "all training volumes but one, learns every organ of that one (held-out cases unused); "
                              "preset's default (cpu 2, gpu 0); 0: the budget as given")
+    parser.add_argument("--calibration-runs", type=int, default=None,
+                        help="runs of a budget that must each learn every organ before it is chosen (the worse "
+                             "counts; a miss ends the step at once); preset's default (cpu 2, gpu 1)")
     parser.add_argument("--iterations-per-epoch", type=int, default=None,
                         help="override the preset's iterations per epoch (pretraining and segmentation)")
     parser.add_argument("--nsd-tolerance", type=float, default=2.0,
@@ -95,7 +99,8 @@ def _effective_preset(args: argparse.Namespace) -> BenchmarkPreset:
                "repeats": args.repeats, "synthetic_images": args.synthetic_images,
                "pretrain_epochs": args.pretrain_epochs,
                "finetune_epochs": args.finetune_epochs, "pretrain_iterations": args.iterations_per_epoch,
-               "finetune_iterations": args.iterations_per_epoch, "budget_doublings": args.max_budget_doublings}
+               "finetune_iterations": args.iterations_per_epoch, "budget_doublings": args.max_budget_doublings,
+               "calibration_runs": args.calibration_runs}
     values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in changes.items() if v is not None}
     return BenchmarkPreset(**{**preset.as_dict(), "reduced": preset.reduced, **values})
 
@@ -116,10 +121,13 @@ class Benchmark:
         settings = {"preset": preset.as_dict(), "seed": args.seed, "num_held_out": args.num_held_out,
                     "unlabeled": sorted(str(p.resolve()) for p in args.unlabeled)}
         fixed = ("pretrain_epochs", "pretrain_iterations", "finetune_epochs", "finetune_iterations", "configuration",
-                 "budget_doublings")
+                 "budget_doublings", "calibration_runs")
         old = self.state.get("settings")
         if old:
-            before = {"budget_doublings": 0, **old["preset"]}  # work folders older than 0.3.0 never calibrated
+            # work folders older than 0.3.0 never calibrated, older than 0.4.0 with one run per budget
+            before = {"budget_doublings": 0, "calibration_runs": 1, **old["preset"]}
+            if before["budget_doublings"] == settings["preset"]["budget_doublings"] == 0:
+                before["calibration_runs"] = settings["preset"]["calibration_runs"]  # no calibration: irrelevant
             changed = [f"{k} {before[k]} -> {settings['preset'][k]}" for k in fixed
                        if before[k] != settings["preset"][k]]
             changed += [f"{k} {old[k]} -> {settings[k]}" for k in ("seed", "num_held_out") if old[k] != settings[k]]
@@ -228,8 +236,9 @@ def _splits(bench: Benchmark) -> list[Path]:
 
 def _calibrate_budget(bench: Benchmark, all_fold: dict, labels: dict) -> int:
     """Segmentation epochs for every run: the preset's, doubled while stock nnU-Net trained on all
-    training volumes but one does not learn every organ of that one (at most ``budget_doublings``
-    times). Recorded in the state file, so a resumed benchmark neither redoes nor changes it."""
+    training volumes but one does not learn every organ of that one in each of ``calibration_runs``
+    runs (at most ``budget_doublings`` times). Recorded in the state file, so a resumed benchmark
+    neither redoes nor changes it."""
     preset = bench.preset
     if "chosen_epochs" in bench.state.get("budget_calibration", {}):
         return bench.state["budget_calibration"]["chosen_epochs"]
@@ -241,20 +250,26 @@ def _calibrate_budget(bench: Benchmark, all_fold: dict, labels: dict) -> int:
     while True:
         epochs = preset.finetune_epochs * 2 ** len(record["steps"])
         iterations = epochs * preset.finetune_iterations
-        kept = calibration_run(bench.folder("nnUNet_results") / bench.dataset, STOCK, AXIAL_PLANS,
-                               preset.configuration, record["fold"], iterations,
-                               bench.training_env(epochs, preset.finetune_iterations),
-                               bench.work / "logs" / f"budget_calibration_{iterations}.log", bench.args.device)
-        dice = validation_dice(kept, labels)
-        record["steps"].append({"epochs": epochs, "iterations": iterations, "seconds": run_seconds(kept),
+        runs, seconds = [], 0.0
+        while not runs or needs_another_run(runs, preset.calibration_runs):
+            name = f"budget_calibration_{iterations}" + (f"_run{len(runs) + 1}" if runs else "")
+            kept = calibration_run(bench.folder("nnUNet_results") / bench.dataset, STOCK, AXIAL_PLANS,
+                                   preset.configuration, record["fold"], iterations,
+                                   bench.training_env(epochs, preset.finetune_iterations),
+                                   bench.work / "logs" / f"{name}.log", bench.args.device, repeat=len(runs) + 1)
+            runs.append(validation_dice(kept, labels))
+            seconds += run_seconds(kept)
+        dice = worst_dice(runs)
+        record["steps"].append({"epochs": epochs, "iterations": iterations, "seconds": seconds, "runs": runs,
                                 "dice": dice, "unlearned": unlearned_organs(dice)})
         bench.state["phases"]["budget calibration"] = sum(s["seconds"] for s in record["steps"])
         done = not record["steps"][-1]["unlearned"] or len(record["steps"]) > preset.budget_doublings
         if done:
             record["chosen_epochs"] = epochs
         bench.save_state()
-        print(f"  {iterations} iterations: Dice on {record['val'][0]} " + ", ".join(
-            f"{k} {v:.3f}" for k, v in dice.items()) + (f" -> every run gets {iterations} iterations" if done else ""))
+        print(f"  {iterations} iterations, {len(runs)} run(s), the worse per organ: Dice on {record['val'][0]} "
+              + ", ".join(f"{k} {v:.3f}" for k, v in dice.items())
+              + (f" -> every run gets {iterations} iterations" if done else ""))
         if done:
             return epochs
 
