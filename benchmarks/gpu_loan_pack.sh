@@ -14,7 +14,8 @@ trap 'rm -rf "$TMP"' EXIT
 TARGET=(--only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64
         --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64
         --platform manylinux2014_x86_64 --platform any)
-# packages the GPU image lacks (its list: the device tool's KINDS.md); the last two ship no wheel
+# packages the GPU image lacks (its list: the device tool's KINDS.md); SOURCE_ONLY ones publish no wheel
+# and are built here (pure Python)
 BINARY="nnunetv2 batchgenerators batchgeneratorsv2 blosc2 ndindex numexpr connected-components-3d SimpleITK
         nibabel graphviz yacs future unittest2 traceback2 linecache2 diffusers importlib_metadata monai"
 SOURCE_ONLY="acvl_utils dynamic_network_architectures"

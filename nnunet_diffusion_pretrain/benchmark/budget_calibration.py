@@ -35,6 +35,12 @@ def add_calibration_fold(preprocessed: Path, training: list[str]) -> tuple[int, 
     return fold, train, val
 
 
+def run_name(iterations: int, repeat: int = 1) -> str:
+    """``calibration_ITERATIONS``, ``_runR`` appended for the R-th run of a budget: names the kept
+    fold folder and the benchmark's log of that run."""
+    return f"calibration_{iterations}" + (f"_run{repeat}" if repeat > 1 else "")
+
+
 def calibration_run(results_dataset: Path, trainer: str, plans: str, configuration: str, fold: int,
                     iterations: int, env: dict, log: Path, device: str = "cpu", pretrained: Path | None = None,
                     repeat: int = 1) -> Path:
@@ -43,7 +49,7 @@ def calibration_run(results_dataset: Path, trainer: str, plans: str, configurati
     budget), so the same fold can be trained again; returns that folder (with the run's seconds in
     ``seconds.txt``)."""
     trainer_folder = results_dataset / f"{trainer}__{plans}__{configuration}"
-    kept = trainer_folder / (f"fold_{fold}_calibration_{iterations}" + (f"_run{repeat}" if repeat > 1 else ""))
+    kept = trainer_folder / f"fold_{fold}_{run_name(iterations, repeat)}"
     if (kept / "validation" / "summary.json").is_file():
         return kept
     running = trainer_folder / f"fold_{fold}"

@@ -32,8 +32,8 @@ from tqdm import tqdm
 
 from nnunet_diffusion_pretrain.benchmark.axial_plans import AXIAL_PLANS, plan_axial
 from nnunet_diffusion_pretrain.benchmark.budget_calibration import (add_calibration_fold, calibration_run,
-                                                                    needs_another_run, run_seconds, unlearned_organs,
-                                                                    validation_dice, worst_dice)
+                                                                    needs_another_run, run_name, run_seconds,
+                                                                    unlearned_organs, validation_dice, worst_dice)
 from nnunet_diffusion_pretrain.benchmark.presets import PRESETS, BenchmarkPreset
 from nnunet_diffusion_pretrain.benchmark.reduced_configuration import add_configuration, reduced_2d_configuration
 from nnunet_diffusion_pretrain.benchmark.report import write_report
@@ -252,11 +252,12 @@ def _calibrate_budget(bench: Benchmark, all_fold: dict, labels: dict) -> int:
         iterations = epochs * preset.finetune_iterations
         runs, seconds = [], 0.0
         while not runs or needs_another_run(runs, preset.calibration_runs):
-            name = f"budget_calibration_{iterations}" + (f"_run{len(runs) + 1}" if runs else "")
+            repeat = len(runs) + 1
             kept = calibration_run(bench.folder("nnUNet_results") / bench.dataset, STOCK, AXIAL_PLANS,
                                    preset.configuration, record["fold"], iterations,
                                    bench.training_env(epochs, preset.finetune_iterations),
-                                   bench.work / "logs" / f"{name}.log", bench.args.device, repeat=len(runs) + 1)
+                                   bench.work / "logs" / f"budget_{run_name(iterations, repeat)}.log",
+                                   bench.args.device, repeat=repeat)
             runs.append(validation_dice(kept, labels))
             seconds += run_seconds(kept)
         dice = worst_dice(runs)
