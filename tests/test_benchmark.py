@@ -13,7 +13,7 @@ import SimpleITK as sitk
 from conftest import command, kill_when, run
 from nnunet_diffusion_pretrain.benchmark.budget_calibration import needs_another_run, worst_dice
 from nnunet_diffusion_pretrain.benchmark.reduced_configuration import add_configuration, reduced_2d_configuration
-from nnunet_diffusion_pretrain.benchmark.report import summarize
+from nnunet_diffusion_pretrain.benchmark.report import budgets_line, summarize
 from nnunet_diffusion_pretrain.benchmark.run_catalogue import METHODS, STOCK, SYNTHETIC, TrainingRun
 from nnunet_diffusion_pretrain.benchmark.segmentation_metrics import organ_metrics
 from nnunet_diffusion_pretrain.errors import UserFacingError
@@ -121,6 +121,14 @@ def test_summary_pairs_cases_with_stock_and_reports_spread():
     assert "vs_finetune_dice" not in finetune
 
 
+def test_budgets_line_counts_the_repeats_each_budget_has():
+    # a work folder extended in place: 6 repeats of 4 slices, the 1-volume budget left at its 3
+    runs = [TrainingRun(STOCK, "slices", 4.0, r, "Dataset2_X", r, ("a",)) for r in range(6)]
+    runs += [TrainingRun(m, "cases", 1.0, r, "Dataset1_X", 5 + r, ("a",)) for r in range(3) for m in METHODS[:2]]
+    runs.append(TrainingRun(STOCK, "all", 3.0, 0, "Dataset1_X", 9, ("a", "b", "c")))
+    assert budgets_line(runs).startswith("- Budgets: 4 slices x 6 repeat(s), 1 volume x 3 repeat(s) (")
+
+
 def test_calibration_budget_counts_its_worse_run_and_stops_at_the_first_miss():
     learned, missed = {"liver": 0.9, "spleen": 0.7}, {"liver": 0.95, "spleen": 0.08}
     assert worst_dice([learned, missed]) == {"liver": 0.9, "spleen": 0.08}
@@ -195,7 +203,7 @@ def test_benchmark_command_end_to_end_kill_and_resume(nnunet_env, tmp_path):
     report = (out / "report.md").read_text()
     for text in ("stock nnU-Net", "diffusion: linear probe", "Segmentation budget calibrated", "+ synthetic", "4 slices", "all (4 volumes)", "Wilcoxon",
                  "Wall time",
-                 "pretraining", "undetermined (one repeat"):
+                 "pretraining", "undetermined (one repeat", "Budgets: 4 slices x 1 repeat(s) ("):
         assert text in report
     for plot in ("label_efficiency.png", "contours.png", "pretraining_samples.png"):
         assert (out / plot).stat().st_size > 10_000

@@ -247,8 +247,16 @@ def _fmt(stats: dict) -> str:
     return f"{stats['mean']:.3f} +- {stats['std']:.3f}"
 
 
-def _listed(values: Sequence[int]) -> str:
-    return ", ".join(map(str, values)) or "none"
+def budgets_line(runs: list[TrainingRun]) -> str:
+    """Budgets with their repeats as the run catalogue holds them, not as the last command asked: a
+    work folder extended in place (more repeats of one budget only) keeps its earlier budgets."""
+    repeats: dict[str, set[int]] = {}
+    for run in runs:
+        if run.kind != "all":
+            repeats.setdefault(run.budget_label, set()).add(run.repeat)
+    listed = ", ".join(f"{label} x {len(r)} repeat(s)" for label, r in repeats.items()) or "none"
+    return (f"- Budgets: {listed} (each repeat labels other cases; labelled slices lie in one volume); upper "
+            f"bound: stock nnU-Net with every training label.")
 
 
 def _partial_notice(runs: list[TrainingRun], pending: list[TrainingRun]) -> list[str]:
@@ -302,9 +310,7 @@ def _markdown(meta: dict, summary: dict, state: dict, runs: list[TrainingRun], p
              f"iterations (same for every method), nnU-Net's final validation on the held-out cases "
              f"(sliding window, mirroring TTA, same for every method).",
              _budget_calibration_line(state),
-             f"- Budgets: labelled volumes {_listed(preset['num_labeled'])}; labelled slices (on one volume) "
-             f"{_listed(preset['num_labeled_slices'])}; {preset['repeats']} repeat(s) with different labelled "
-             f"cases; upper bound: stock nnU-Net with every training label.",
+             budgets_line(runs + pending),
              (f"- Synthetic-data augmentation (row \"{METHOD_LABELS[SYNTHETIC]}\"): {preset['synthetic_images']} "
               f"DDIM samples of the pretrained model, labelled by the same budget and repeat's fine-tune-all model "
               f"(voxels below {preset['synthetic_threshold']} top-class probability ignored), added to the labelled "
