@@ -267,7 +267,8 @@ def _partial_notice(runs: list[TrainingRun], pending: list[TrainingRun]) -> list
             f"{', '.join(r.run_id for r in pending)}.", ""]
 
 
-def _segmentation_epochs(state: dict) -> int:
+def segmentation_epochs(state: dict) -> int:
+    """Epochs every segmentation run of a benchmark trained: the calibrated budget, else the preset's."""
     return state.get("budget_calibration", {}).get("chosen_epochs", state["settings"]["preset"]["finetune_epochs"])
 
 
@@ -306,7 +307,7 @@ def _markdown(meta: dict, summary: dict, state: dict, runs: list[TrainingRun], p
              f"2D slices)" + (f"; reduced, inherits from `2d`: {preset['reduced']}" if preset["reduced"] else "") + ".",
              f"- Diffusion pretraining: {preset['pretrain_epochs']} x {preset['pretrain_iterations']} iterations on "
              f"the images of all non-held-out cases + unlabeled scans {state['settings']['unlabeled'] or '(none)'}.",
-             f"- Every segmentation run: {_segmentation_epochs(state)} epochs x {preset['finetune_iterations']} "
+             f"- Every segmentation run: {segmentation_epochs(state)} epochs x {preset['finetune_iterations']} "
              f"iterations (same for every method), nnU-Net's final validation on the held-out cases "
              f"(sliding window, mirroring TTA, same for every method).",
              _budget_calibration_line(state),
