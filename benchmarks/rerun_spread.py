@@ -26,7 +26,7 @@ import numpy as np
 
 from nnunet_diffusion_pretrain.benchmark.axial_plans import AXIAL_PLANS
 from nnunet_diffusion_pretrain.benchmark.report import segmentation_epochs, with_hand_notes
-from nnunet_diffusion_pretrain.benchmark.run_catalogue import TrainingRun
+from nnunet_diffusion_pretrain.benchmark.run_catalogue import TrainingRun, start_arguments
 from nnunet_diffusion_pretrain.benchmark.segmentation_metrics import organ_metrics
 from nnunet_diffusion_pretrain.benchmark.work_folder import open_work_folder
 from nnunet_diffusion_pretrain.cli.console_scripts import console_script
@@ -65,6 +65,10 @@ def main() -> None:
     out = REPO / "benchmarks" / "results" / "rerun_spread" / bench.folder.name
     out.mkdir(parents=True, exist_ok=True)
 
+    budget_env = bench.env(nnUNet_def_n_proc="1", nnUNet_n_proc_DA="0",
+                           nnUNet_num_epochs=str(segmentation_epochs(bench.state)),
+                           nnUNet_num_iterations_per_epoch=str(preset["finetune_iterations"]),
+                           nnUNet_num_val_iterations_per_epoch=str(preset["val_iterations"]), nnUNet_save_every="5")
     rows = []
     for run_id in args.runs:
         entry = recorded[run_id]
@@ -73,18 +77,10 @@ def main() -> None:
         scores = []
         for k in range(1, args.reruns + 1):
             results_root = scratch / f"rerun{k}"
-            env = bench.env(nnUNet_def_n_proc="1", nnUNet_n_proc_DA="0",
-                            nnUNet_num_epochs=str(segmentation_epochs(bench.state)),
-                            nnUNet_num_iterations_per_epoch=str(preset["finetune_iterations"]),
-                            nnUNet_num_val_iterations_per_epoch=str(preset["val_iterations"]), nnUNet_save_every="5")
-            env["nnUNet_results"] = str(results_root)  # never the benchmark's own runs
+            env = dict(budget_env, nnUNet_results=str(results_root))  # never the benchmark's own runs
             fold = run.fold_folder(results_root, AXIAL_PLANS, preset["configuration"])
             if not (fold / "validation" / "summary.json").is_file():
-                if (fold / "checkpoint_latest.pth").is_file() or (fold / "checkpoint_final.pth").is_file():
-                    start = ["--c"]
-                else:
-                    start = ["-pretrained_weights", str(bench.pretraining_checkpoint())] \
-                        if run.needs_pretrained_weights else []
+                start = start_arguments(fold, bench.pretraining_checkpoint() if run.needs_pretrained_weights else None)
                 run_step(f"re-run {k}/{args.reruns} of {run_id}", [
                     console_script("nnUNetv2_train"), run.dataset[7:10], preset["configuration"], str(run.fold),
                     "-tr", run.trainer, "-p", AXIAL_PLANS, "-device", "cpu", *start], env,
@@ -103,7 +99,8 @@ def main() -> None:
              f"the benchmark's run with identical trainer, fold, labelled cases and settings "
              f"({segmentation_epochs(bench.state)} x {preset['finetune_iterations']} iterations); score = mean Dice "
              f"over organs and the held-out cases {', '.join(bench.held_out)}, as in `{args.report}/report.md`.", "",
-             "| run | labelled | benchmark's run | re-runs | all runs: mean +- std | max - min |", "|---|---|---|---|---|---|"]
+             "| run | labelled | benchmark's run | re-runs | all runs: mean +- std | max - min |",
+             "|---|---|---|---|---|---|"]
     for r in rows:
         every = [r["benchmark_dice"], *r["rerun_dice"]]
         lines.append(f"| {r['run_id']} | {', '.join(r['train'])} | {r['benchmark_dice']:.3f} | "

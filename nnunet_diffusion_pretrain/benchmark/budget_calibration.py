@@ -14,6 +14,7 @@ import json
 import shutil
 from pathlib import Path
 
+from nnunet_diffusion_pretrain.benchmark.run_catalogue import start_arguments
 from nnunet_diffusion_pretrain.cli.console_scripts import console_script
 from nnunet_diffusion_pretrain.cli.subprocess_steps import run_step
 from nnunet_diffusion_pretrain.errors import UserFacingError
@@ -53,10 +54,7 @@ def calibration_run(results_dataset: Path, trainer: str, plans: str, configurati
     if (kept / "validation" / "summary.json").is_file():
         return kept
     running = trainer_folder / f"fold_{fold}"
-    if any((running / f"checkpoint_{k}.pth").is_file() for k in ("latest", "final")):
-        start = ["--c"]
-    else:
-        start = ["-pretrained_weights", str(pretrained)] if pretrained else []
+    start = start_arguments(running, pretrained)
     seconds = run_step(f"budget calibration: {trainer}, {iterations} iterations, fold {fold}", [
         console_script("nnUNetv2_train"), results_dataset.name[7:10], configuration, str(fold), "-tr", trainer,
         "-p", plans, "-device", device, *start], env, log)

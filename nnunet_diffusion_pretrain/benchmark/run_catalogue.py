@@ -56,6 +56,14 @@ class TrainingRun:
         return results_root / self.dataset / f"{self.trainer}__{plans}__{configuration}" / f"fold_{self.fold}"
 
 
+def start_arguments(fold: Path, pretrained: Path | None) -> list[str]:
+    """``nnUNetv2_train`` arguments for a run in ``fold``: continue it (``--c``) if it has a
+    checkpoint, so a killed run resumes, else start it, from ``pretrained`` weights if given."""
+    if any((fold / f"checkpoint_{k}.pth").is_file() for k in ("latest", "final")):
+        return ["--c"]
+    return ["-pretrained_weights", str(pretrained)] if pretrained else []
+
+
 def budget_order(kind: str, budget: float) -> tuple[int, float]:
     """Sort key from fewest to most labels: slice budgets, then volumes, then everything."""
     return {"slices": 0, "cases": 1, "all": 2}[kind], budget

@@ -37,7 +37,8 @@ from nnunet_diffusion_pretrain.benchmark.budget_calibration import (add_calibrat
 from nnunet_diffusion_pretrain.benchmark.presets import PRESETS, BenchmarkPreset
 from nnunet_diffusion_pretrain.benchmark.reduced_configuration import add_configuration, reduced_2d_configuration
 from nnunet_diffusion_pretrain.benchmark.report import write_report
-from nnunet_diffusion_pretrain.benchmark.run_catalogue import PRETRAINER, STOCK, SYNTHETIC, TrainingRun, catalogue
+from nnunet_diffusion_pretrain.benchmark.run_catalogue import (PRETRAINER, STOCK, SYNTHETIC, TrainingRun, catalogue,
+                                                               start_arguments)
 from nnunet_diffusion_pretrain.benchmark.segmentation_metrics import organ_metrics
 from nnunet_diffusion_pretrain.benchmark.work_folder import nnunet_folders_env, pretraining_fold
 from nnunet_diffusion_pretrain.cli.console_scripts import console_script
@@ -321,10 +322,7 @@ def _train_and_evaluate(bench: Benchmark, run: TrainingRun, checkpoint: Path, la
         if run.method == SYNTHETIC:
             bench.state["runs"][run.run_id] = bench.state["runs"].get(run.run_id, 0.0) + \
                 _synthetic_dataset(bench, run, checkpoint, progress)
-        if (fold / "checkpoint_latest.pth").is_file() or (fold / "checkpoint_final.pth").is_file():
-            start = ["--c"]
-        else:
-            start = ["-pretrained_weights", str(checkpoint)] if run.needs_pretrained_weights else []
+        start = start_arguments(fold, checkpoint if run.needs_pretrained_weights else None)
         seconds = run_step(f"[{progress}] {run.run_id}: train on {', '.join(run.train)}, validate on the held-out cases", [
             console_script("nnUNetv2_train"), run.dataset[7:10], preset.configuration, str(run.fold), "-tr",
             run.trainer, "-p", AXIAL_PLANS, "-device", bench.args.device, *start],
