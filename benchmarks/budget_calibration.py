@@ -30,7 +30,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_diffusion_pretrain.benchmark.budget_calibration import add_calibration_fold, calibration_run, run_seconds
 from nnunet_diffusion_pretrain.benchmark.report import with_hand_notes
-from nnunet_diffusion_pretrain.benchmark.work_folder import open_work_folder
+from nnunet_diffusion_pretrain.benchmark.work_folder import open_work_folder, segmentation_env
 from nnunet_diffusion_pretrain.lowlabel_splits import write_json_atomically
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,7 +52,7 @@ def main() -> None:
 
     bench = open_work_folder(args.work)
     work, source, manifest = bench.folder, bench.preprocessed, bench.manifest
-    env = bench.env(nnUNet_def_n_proc="1", nnUNet_n_proc_DA="0", nnUNet_num_val_iterations_per_epoch="2")
+    env = bench.env(nnUNet_def_n_proc="1", nnUNet_n_proc_DA="0")
     training = bench.all_fold["train"]
     fold, calibration_train, calibration_val = add_calibration_fold(source, training[:-1][:args.num_train]
                                                                     + training[-1:])
@@ -67,8 +67,7 @@ def main() -> None:
     for trainer, configuration, iterations in itertools.product(args.trainers, args.configurations, args.iterations):
         kept = calibration_run(
             work / "nnUNet_results" / source.name, trainer, args.plans, configuration, fold, iterations,
-            dict(env, nnUNet_num_epochs=str(iterations // args.iterations_per_epoch),
-                 nnUNet_num_iterations_per_epoch=str(args.iterations_per_epoch)),
+            segmentation_env(env, iterations // args.iterations_per_epoch, args.iterations_per_epoch, val_iterations=2),
             work / "logs" / f"calibration_fold{fold}_{trainer}_{configuration}_{iterations}.log",
             pretrained=args.pretrained if trainer != "nnUNetTrainerBudget" else None)
         summary = json.loads((kept / "validation" / "summary.json").read_text())

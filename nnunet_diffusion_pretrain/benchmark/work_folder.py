@@ -14,6 +14,7 @@ from nnunet_diffusion_pretrain.cli.setup_env import ext_trainer_folder
 from nnunet_diffusion_pretrain.derived_dataset import DERIVED_MARKER
 from nnunet_diffusion_pretrain.errors import UserFacingError
 from nnunet_diffusion_pretrain.lowlabel_splits import MANIFEST_NAME
+from nnunet_diffusion_pretrain.unlabeled_pool import POOL_ENV
 
 
 @dataclass(frozen=True)
@@ -49,9 +50,19 @@ class BenchmarkWork:
 
 
 def nnunet_folders_env(work: Path, **extra: str) -> dict:
-    """The environment for stock commands on a work folder's own nnU-Net folders (never the user's)."""
-    return dict(os.environ, nnUNet_raw=str(work / "nnUNet_raw"), nnUNet_preprocessed=str(work / "nnUNet_preprocessed"),
+    """The environment for stock commands on a work folder's own nnU-Net folders (never the user's,
+    nor the user's unlabeled pool: it defaults to one inside the work folder's nnUNet_preprocessed)."""
+    env = {k: v for k, v in os.environ.items() if k != POOL_ENV}
+    return dict(env, nnUNet_raw=str(work / "nnUNet_raw"), nnUNet_preprocessed=str(work / "nnUNet_preprocessed"),
                 nnUNet_results=str(work / "nnUNet_results"), nnUNet_extTrainer=ext_trainer_folder(), **extra)
+
+
+def segmentation_env(env: dict, epochs: int, iterations: int, val_iterations: int) -> dict:
+    """``env`` with a training budget, and a checkpoint every 5 epochs (nnU-Net's 50 is longer than
+    a whole short run, so a killed run would start over)."""
+    return dict(env, nnUNet_num_epochs=str(epochs), nnUNet_num_iterations_per_epoch=str(iterations),
+                nnUNet_num_val_iterations_per_epoch=str(val_iterations), nnUNet_save_every="5",
+                nnUNet_n_proc_DA=env.get("nnUNet_n_proc_DA", "0"))
 
 
 def pretraining_fold(work: Path, dataset: str, configuration: str, fold: int) -> Path:

@@ -40,7 +40,7 @@ from nnunet_diffusion_pretrain.benchmark.report import write_report
 from nnunet_diffusion_pretrain.benchmark.run_catalogue import (PRETRAINER, STOCK, SYNTHETIC, TrainingRun, catalogue,
                                                                start_arguments)
 from nnunet_diffusion_pretrain.benchmark.segmentation_metrics import organ_metrics
-from nnunet_diffusion_pretrain.benchmark.work_folder import nnunet_folders_env, pretraining_fold
+from nnunet_diffusion_pretrain.benchmark.work_folder import nnunet_folders_env, pretraining_fold, segmentation_env
 from nnunet_diffusion_pretrain.cli.console_scripts import console_script
 from nnunet_diffusion_pretrain.cli.errors import exits_cleanly_on_user_errors
 from nnunet_diffusion_pretrain.cli.subprocess_steps import run_step
@@ -116,7 +116,6 @@ class Benchmark:
         self.synthetic_first_id = self.dataset_id + 200 if self.dataset_id < 790 else self.dataset_id - 300
         # export workers only contend with inference on few cores; a larger machine may set more
         self.env = nnunet_folders_env(work, nnUNet_def_n_proc=os.environ.get("nnUNet_def_n_proc", "1"))
-        self.env.pop("nnUNet_diffusion_pool", None)
         self.state_file = work / STATE_FILE
         self.state = json.loads(self.state_file.read_text()) if self.state_file.is_file() else {"phases": {}, "runs": {}}
         settings = {"preset": preset.as_dict(), "seed": args.seed, "num_held_out": args.num_held_out,
@@ -150,11 +149,7 @@ class Benchmark:
         return Path(self.env[key])
 
     def training_env(self, epochs: int, iterations: int) -> dict:
-        """The budget, and a checkpoint every 5 epochs (nnU-Net's 50 is longer than a whole short
-        run, so a killed run would start over)."""
-        return dict(self.env, nnUNet_num_epochs=str(epochs), nnUNet_num_iterations_per_epoch=str(iterations),
-                    nnUNet_num_val_iterations_per_epoch=str(self.preset.val_iterations), nnUNet_save_every="5",
-                    nnUNet_n_proc_DA=self.env.get("nnUNet_n_proc_DA", "0"))
+        return segmentation_env(self.env, epochs, iterations, self.preset.val_iterations)
 
 
 def _source_datasets(raw: Path, pattern: str) -> list[str]:
