@@ -30,7 +30,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_diffusion_pretrain.benchmark.budget_calibration import add_calibration_fold, calibration_run, run_seconds
 from nnunet_diffusion_pretrain.benchmark.report import with_hand_notes
-from nnunet_diffusion_pretrain.benchmark.work_folder import open_work_folder, segmentation_env
+from nnunet_diffusion_pretrain.benchmark.work_folder import open_work_folder, training_budget_env
 from nnunet_diffusion_pretrain.lowlabel_splits import write_json_atomically
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,7 +67,8 @@ def main() -> None:
     for trainer, configuration, iterations in itertools.product(args.trainers, args.configurations, args.iterations):
         kept = calibration_run(
             work / "nnUNet_results" / source.name, trainer, args.plans, configuration, fold, iterations,
-            segmentation_env(env, iterations // args.iterations_per_epoch, args.iterations_per_epoch, val_iterations=2),
+            training_budget_env(env, iterations // args.iterations_per_epoch, args.iterations_per_epoch,
+                                val_iterations=2),
             work / "logs" / f"calibration_fold{fold}_{trainer}_{configuration}_{iterations}.log",
             pretrained=args.pretrained if trainer != "nnUNetTrainerBudget" else None)
         summary = json.loads((kept / "validation" / "summary.json").read_text())

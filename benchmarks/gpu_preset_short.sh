@@ -4,7 +4,8 @@
 # 1-volume and 4-slice budgets, PRETRAIN_EPOCHS / FINETUNE_EPOCHS x ITERATIONS iterations, no
 # synthetic row (NUM_LABELED= with nothing after it drops the 1-volume budget: 4 slices and the
 # upper bound only). SEED picks the held-out set and the labelled cases (seed 2 holds out the same
-# cases as the default 0 but labels another volume). torch.compile is off (it costs about a minute per run, longer than a shortened run).
+# cases as the default 0 but labels another volume). torch.compile is off (it costs about a minute
+# per run, longer than a shortened run).
 # The benchmark is stopped after LIMIT seconds (it resumes where it stopped if re-run); its report
 # is rewritten after every finished run, so $OUT holds a report (partial if stopped early, saying
 # which runs are missing), the logs and the per-run metrics either way.
@@ -20,8 +21,8 @@ export nnUNet_compile=f nnUNet_n_proc_DA="${nnUNet_n_proc_DA:-12}" nnUNet_def_n_
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/benchmark.log"
 timeout "$LIMIT" nnUNetv2_diffusion_benchmark --preset gpu --convert btcv6_subset -i "$DATA/abdomen_ct_btcv6" \
-  --unlabeled "$DATA/unlabeled_ct" --num-held-out 3 --num-labeled $NUM_LABELED --num-labeled-slices 4 --repeats 1 --seed "$SEED" \
-  --synthetic-images 0 --pretrain-epochs "$PRETRAIN_EPOCHS" --finetune-epochs "$FINETUNE_EPOCHS" \
+  --unlabeled "$DATA/unlabeled_ct" --num-held-out 3 --num-labeled $NUM_LABELED --num-labeled-slices 4 --repeats 1 \
+  --seed "$SEED" --synthetic-images 0 --pretrain-epochs "$PRETRAIN_EPOCHS" --finetune-epochs "$FINETUNE_EPOCHS" \
   --iterations-per-epoch "$ITERATIONS" -device cuda -np 8 -w "$WORK" -o "$OUT/report" 2>&1 \
   | grep --line-buffered -v -E "it/s\]|s/it\]" | tee -a "$OUT/benchmark.log"
 echo "benchmark exit status: ${PIPESTATUS[0]} (124: stopped at the $LIMIT s limit)" | tee -a "$OUT/benchmark.log"

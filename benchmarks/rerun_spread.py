@@ -28,7 +28,7 @@ from nnunet_diffusion_pretrain.benchmark.axial_plans import AXIAL_PLANS
 from nnunet_diffusion_pretrain.benchmark.report import segmentation_epochs, with_hand_notes
 from nnunet_diffusion_pretrain.benchmark.run_catalogue import TrainingRun, start_arguments
 from nnunet_diffusion_pretrain.benchmark.segmentation_metrics import organ_metrics
-from nnunet_diffusion_pretrain.benchmark.work_folder import open_work_folder, segmentation_env
+from nnunet_diffusion_pretrain.benchmark.work_folder import open_work_folder, training_budget_env
 from nnunet_diffusion_pretrain.cli.console_scripts import console_script
 from nnunet_diffusion_pretrain.cli.subprocess_steps import run_step
 from nnunet_diffusion_pretrain.lowlabel_splits import write_json_atomically
@@ -65,7 +65,7 @@ def main() -> None:
     out = REPO / "benchmarks" / "results" / "rerun_spread" / bench.folder.name
     out.mkdir(parents=True, exist_ok=True)
 
-    budget_env = segmentation_env(bench.env(nnUNet_def_n_proc="1", nnUNet_n_proc_DA="0"),
+    budget_env = training_budget_env(bench.env(nnUNet_def_n_proc="1", nnUNet_n_proc_DA="0"),
                                   segmentation_epochs(bench.state), preset["finetune_iterations"],
                                   preset["val_iterations"])
     rows = []

@@ -57,9 +57,9 @@ def nnunet_folders_env(work: Path, **extra: str) -> dict:
                 nnUNet_results=str(work / "nnUNet_results"), nnUNet_extTrainer=ext_trainer_folder(), **extra)
 
 
-def segmentation_env(env: dict, epochs: int, iterations: int, val_iterations: int) -> dict:
-    """``env`` with a training budget, and a checkpoint every 5 epochs (nnU-Net's 50 is longer than
-    a whole short run, so a killed run would start over)."""
+def training_budget_env(env: dict, epochs: int, iterations: int, val_iterations: int) -> dict:
+    """``env`` with a training budget (pretraining or segmentation), and a checkpoint every 5 epochs
+    (nnU-Net's 50 is longer than a whole short run, so a killed run would start over)."""
     return dict(env, nnUNet_num_epochs=str(epochs), nnUNet_num_iterations_per_epoch=str(iterations),
                 nnUNet_num_val_iterations_per_epoch=str(val_iterations), nnUNet_save_every="5",
                 nnUNet_n_proc_DA=env.get("nnUNet_n_proc_DA", "0"))

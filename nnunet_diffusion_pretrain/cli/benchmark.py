@@ -40,7 +40,7 @@ from nnunet_diffusion_pretrain.benchmark.report import write_report
 from nnunet_diffusion_pretrain.benchmark.run_catalogue import (PRETRAINER, STOCK, SYNTHETIC, TrainingRun, catalogue,
                                                                start_arguments)
 from nnunet_diffusion_pretrain.benchmark.segmentation_metrics import organ_metrics
-from nnunet_diffusion_pretrain.benchmark.work_folder import nnunet_folders_env, pretraining_fold, segmentation_env
+from nnunet_diffusion_pretrain.benchmark.work_folder import nnunet_folders_env, pretraining_fold, training_budget_env
 from nnunet_diffusion_pretrain.cli.console_scripts import console_script
 from nnunet_diffusion_pretrain.cli.errors import exits_cleanly_on_user_errors
 from nnunet_diffusion_pretrain.cli.subprocess_steps import run_step
@@ -149,7 +149,7 @@ class Benchmark:
         return Path(self.env[key])
 
     def training_env(self, epochs: int, iterations: int) -> dict:
-        return segmentation_env(self.env, epochs, iterations, self.preset.val_iterations)
+        return training_budget_env(self.env, epochs, iterations, self.preset.val_iterations)
 
 
 def _source_datasets(raw: Path, pattern: str) -> list[str]:
