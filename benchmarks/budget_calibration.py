@@ -14,7 +14,15 @@ The same fold compares fine-tuning settings (trainer variants) at a label budget
         --trainers nnUNetTrainerBudget nnUNetTrainerDiffusionFinetune nnUNetTrainerDiffusionFinetune_encoderLR1 \
         --pretrained PRETRAINING_CHECKPOINT
 
-Writes benchmarks/results/budget_calibration/<work folder name>[_train<N>]/results.json and report.md.
+or ablations of the fine-tuning (``_noEMA``: raw pretraining weights; ``_noWarmup``: no decoder-only
+warm-up), validated on more than one training volume and run more than once each:
+
+    python benchmarks/budget_calibration.py --work benchmarks/work/btcv6_cpu_pretrain80 --iterations 1600 \
+        --num-train 1 --num-val 2 --runs 2 --trainers nnUNetTrainerBudget nnUNetTrainerDiffusionFinetune \
+        nnUNetTrainerDiffusionFinetune_noEMA nnUNetTrainerDiffusionFinetune_noWarmup --pretrained CHECKPOINT
+
+Writes benchmarks/results/budget_calibration/<work folder name>[_train<N>][_val<M>]/results.json and
+report.md.
 """
 from __future__ import annotations
 
@@ -26,14 +34,20 @@ import platform
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-from nnunet_diffusion_pretrain.benchmark.budget_calibration import add_calibration_fold, calibration_run, run_seconds
+from nnunet_diffusion_pretrain.benchmark.budget_calibration import (add_calibration_fold, calibration_run, run_name,
+                                                                     run_seconds)
 from nnunet_diffusion_pretrain.benchmark.report import with_hand_notes
 from nnunet_diffusion_pretrain.benchmark.work_folder import open_work_folder, training_budget_env
 from nnunet_diffusion_pretrain.lowlabel_splits import write_json_atomically
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def setting_key(result: dict) -> tuple:
+    return result["trainer"], result["configuration"], result["iterations"]
 
 
 def main() -> None:
@@ -47,32 +61,38 @@ def main() -> None:
     parser.add_argument("--trainers", nargs="+", default=["nnUNetTrainerBudget"])
     parser.add_argument("--pretrained", type=Path, default=None, help="checkpoint for diffusion trainers")
     parser.add_argument("--num-train", type=int, default=None,
-                        help="labelled training volumes of the calibration fold; default all but the validation one")
+                        help="labelled training volumes of the calibration fold; default all but the validation ones")
+    parser.add_argument("--num-val", type=int, default=1, help="training volumes to validate on; default 1")
+    parser.add_argument("--runs", type=int, default=1, help="runs of each (trainer, configuration, budget); default 1")
     args = parser.parse_args()
 
     bench = open_work_folder(args.work)
     work, source, manifest = bench.folder, bench.preprocessed, bench.manifest
     env = bench.env(nnUNet_def_n_proc="1", nnUNet_n_proc_DA="0")
     training = bench.all_fold["train"]
-    fold, calibration_train, calibration_val = add_calibration_fold(source, training[:-1][:args.num_train]
-                                                                    + training[-1:])
+    if args.num_train is not None and args.num_train + args.num_val > len(training):
+        raise SystemExit(f"--num-train {args.num_train} + --num-val {args.num_val} > {len(training)} training volumes")
+    fold, calibration_train, calibration_val = add_calibration_fold(
+        source, training[:-args.num_val][:args.num_train] + training[-args.num_val:], args.num_val)
     print(f"calibration fold {fold}: train {calibration_train}, validate on {calibration_val} (held-out cases "
           f"{manifest['held_out']} unused)")
     labels = json.loads((source / "dataset.json").read_text())["labels"]
 
-    name = work.name if args.num_train is None else f"{work.name}_train{args.num_train}"
+    name = work.name + (f"_train{args.num_train}" if args.num_train is not None else "") + \
+        (f"_val{args.num_val}" if args.num_val > 1 else "")
     out = REPO / "benchmarks" / "results" / "budget_calibration" / name
     out.mkdir(parents=True, exist_ok=True)
     results = []
-    for trainer, configuration, iterations in itertools.product(args.trainers, args.configurations, args.iterations):
+    for run, trainer, configuration, iterations in itertools.product(range(1, args.runs + 1), args.trainers,
+                                                                     args.configurations, args.iterations):
         kept = calibration_run(
             work / "nnUNet_results" / source.name, trainer, args.plans, configuration, fold, iterations,
             training_budget_env(env, iterations // args.iterations_per_epoch, args.iterations_per_epoch,
                                 val_iterations=2),
-            work / "logs" / f"calibration_fold{fold}_{trainer}_{configuration}_{iterations}.log",
-            pretrained=args.pretrained if trainer != "nnUNetTrainerBudget" else None)
+            work / "logs" / f"calibration_fold{fold}_{trainer}_{configuration}_{run_name(iterations, run)}.log",
+            pretrained=args.pretrained if trainer != "nnUNetTrainerBudget" else None, repeat=run)
         summary = json.loads((kept / "validation" / "summary.json").read_text())
-        results.append({"trainer": trainer, "configuration": configuration, "iterations": iterations,
+        results.append({"trainer": trainer, "configuration": configuration, "iterations": iterations, "run": run,
                         "seconds": run_seconds(kept), "mean_dice": summary["foreground_mean"]["Dice"],
                         "dice_per_label": {k: v["Dice"] for k, v in summary["mean"].items()}})
         print(results[-1])
@@ -80,17 +100,26 @@ def main() -> None:
     plans = PlansManager(str(source / f"{args.plans}.json"))
     batches = "; ".join(f"{c}: batch {plans.get_configuration(c).batch_size}, patch "
                         f"{plans.get_configuration(c).patch_size}" for c in args.configurations)
-    report = [f"# Budget calibration on {source.name} (validation on a training volume, held-out cases unused)", "",
+    report = [f"# Budget calibration on {source.name} (validation on training volumes, held-out cases unused)", "",
               f"Date {datetime.now(timezone.utc).isoformat(timespec='seconds')}, {platform.processor() or platform.machine()}, "
               f"{os.cpu_count()} CPUs. Plans {args.plans}; train {calibration_train}, validate {calibration_val}; "
               f"{args.iterations_per_epoch} iterations per epoch; nnU-Net's Dice from its final validation. "
               f"Batch and patch of each configuration: {batches}.", "",
-              "| trainer | configuration | iterations | seconds | mean Dice | " + " | ".join(names[k] for k in sorted(names) if k != "0")
-              + " |", "|---|---|---|---|---|" + "---|" * (len(names) - 1)]
+              "| trainer | configuration | iterations | run | seconds | mean Dice | "
+              + " | ".join(names[k] for k in sorted(names) if k != "0") + " |", "|---|---|---|---|---|---|"
+              + "---|" * (len(names) - 1)]
     for r in results:
-        report.append(f"| {r['trainer']} | {r['configuration']} | {r['iterations']} | {r['seconds']:.0f} | {r['mean_dice']:.3f} | "
+        report.append(f"| {r['trainer']} | {r['configuration']} | {r['iterations']} | {r['run']} | {r['seconds']:.0f} | "
+                      f"{r['mean_dice']:.3f} | "
                       + " | ".join(f"{r['dice_per_label'].get(k, float('nan')):.3f}" for k in sorted(names) if k != "0")
                       + " |")
+    if args.runs > 1:
+        report += ["", "Mean Dice over the runs of each setting (mean +- std):", "",
+                   "| trainer | configuration | iterations | runs | mean Dice |", "|---|---|---|---|---|"]
+        for setting, rows in itertools.groupby(sorted(results, key=setting_key), key=setting_key):
+            dice = [r["mean_dice"] for r in rows]
+            report.append(f"| {' | '.join(map(str, setting))} | {len(dice)} | {np.mean(dice):.3f} +- "
+                          f"{np.std(dice, ddof=1):.3f} |")
     write_json_atomically(out / "results.json", {"work": str(work), "fold": fold, "train": calibration_train,
                                                  "val": calibration_val, "settings": vars(args) | {"work": str(work),
                                                  "pretrained": str(args.pretrained)}, "benchmark_preset":

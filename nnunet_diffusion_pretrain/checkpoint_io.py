@@ -9,6 +9,9 @@ from typing import Any
 import numpy as np
 import torch
 
+EMA_WEIGHTS = "network_weights"  # a pretraining checkpoint's EMA weights: nnU-Net's key, what later stages load
+RAW_WEIGHTS = "online_network_weights"  # its raw optimiser weights: for --c, and to compare against the EMA
+
 
 def portable(obj: Any) -> Any:
     """Tensors to CPU, numpy scalars and arrays to Python values, recursively."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from torch import nn
 
-from nnunet_diffusion_pretrain.checkpoint_io import load_checkpoint_safely
+from nnunet_diffusion_pretrain.checkpoint_io import EMA_WEIGHTS, load_checkpoint_safely
 from nnunet_diffusion_pretrain.errors import UserFacingError
 from nnunet_diffusion_pretrain.pretraining_record import RECORD_KEY, record_mismatches
 
@@ -43,10 +43,10 @@ class TransferReport:
 
 def load_pretrained_diffusion_weights(target: nn.Module, checkpoint_file: str | Path, expected: dict,
                                       fresh_markers: tuple[str, ...] = FRESH_MARKERS,
-                                      prefix: str = "") -> TransferReport:
-    """Copy the checkpoint's EMA weights (``network_weights``) into ``target``; with ``prefix``, the
-    target's ``prefix + key`` receives the checkpoint's ``key`` (a denoiser nested in a module) and
-    everything outside the prefix starts fresh."""
+                                      prefix: str = "", weights: str = EMA_WEIGHTS) -> TransferReport:
+    """Copy the checkpoint's EMA weights (``weights=RAW_WEIGHTS``: the raw ones) into ``target``; with
+    ``prefix``, the target's ``prefix + key`` receives the checkpoint's ``key`` (a denoiser nested in a
+    module) and everything outside the prefix starts fresh."""
     try:
         checkpoint = load_checkpoint_safely(checkpoint_file, map_location="cpu")
     except FileNotFoundError:
@@ -62,7 +62,9 @@ def load_pretrained_diffusion_weights(target: nn.Module, checkpoint_file: str | 
     if mismatches:
         raise UserFacingError(f"{checkpoint_file} was pretrained for other plans and cannot be loaded: "
                               + "; ".join(mismatches))
-    source = {prefix + k: v for k, v in checkpoint["network_weights"].items()}
+    if weights not in checkpoint:
+        raise UserFacingError(f"{checkpoint_file} has no '{weights}' to load")
+    source = {prefix + k: v for k, v in checkpoint[weights].items()}
     state = target.state_dict()
     loaded = [k for k in state if k.startswith(prefix) and not any(m in k for m in fresh_markers)]
     fresh = [k for k in state if k not in loaded]

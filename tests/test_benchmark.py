@@ -11,7 +11,7 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import command, kill_when, run
-from nnunet_diffusion_pretrain.benchmark.budget_calibration import needs_another_run, worst_dice
+from nnunet_diffusion_pretrain.benchmark.budget_calibration import add_calibration_fold, needs_another_run, worst_dice
 from nnunet_diffusion_pretrain.benchmark.reduced_configuration import add_configuration, reduced_2d_configuration
 from nnunet_diffusion_pretrain.benchmark.report import budgets_line, summarize
 from nnunet_diffusion_pretrain.benchmark.run_catalogue import METHODS, STOCK, SYNTHETIC, TrainingRun
@@ -136,6 +136,16 @@ def test_calibration_budget_counts_its_worse_run_and_stops_at_the_first_miss():
     assert not needs_another_run([learned, learned], 2)  # both learned: the budget is chosen
     assert not needs_another_run([missed], 2)  # one miss decides: double without a second run
     assert not needs_another_run([learned], 1)
+
+
+def test_calibration_fold_validates_on_the_last_training_volumes_and_is_appended_once(tmp_path):
+    (tmp_path / "splits_final.json").write_text(json.dumps([{"train": ["a", "b"], "val": ["c"]}]))
+    assert add_calibration_fold(tmp_path, ["b", "a", "c", "d"], num_val=2) == (1, ["a", "b"], ["c", "d"])
+    assert add_calibration_fold(tmp_path, ["a", "b", "c", "d"], num_val=2)[0] == 1  # found, not appended again
+    assert add_calibration_fold(tmp_path, ["a", "b", "c", "d"]) == (2, ["a", "b", "c"], ["d"])
+    assert len(json.loads((tmp_path / "splits_final.json").read_text())) == 3
+    with pytest.raises(UserFacingError, match="at least 3 training volumes"):
+        add_calibration_fold(tmp_path, ["a", "b"], num_val=2)
 
 
 def test_benchmark_command_end_to_end_kill_and_resume(nnunet_env, tmp_path):

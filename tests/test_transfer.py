@@ -14,7 +14,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from conftest import command, lowlabel_fold, run, training_env
-from nnunet_diffusion_pretrain.checkpoint_io import save_checkpoint_atomically
+from nnunet_diffusion_pretrain.checkpoint_io import EMA_WEIGHTS, RAW_WEIGHTS, load_checkpoint_safely, save_checkpoint_atomically
 from nnunet_diffusion_pretrain.errors import UserFacingError
 from nnunet_diffusion_pretrain.feature_probe import DiffusionFeatureClassifier
 from nnunet_diffusion_pretrain.noise_schedule import DiffusionSettings
@@ -22,6 +22,8 @@ from nnunet_diffusion_pretrain.pretrained_transfer import load_pretrained_diffus
 from nnunet_diffusion_pretrain.pretraining_record import RECORD_KEY, pretraining_record, transfer_requirements
 from nnunet_diffusion_pretrain.training import (nnUNetTrainerDiffusionDecoderFinetune, nnUNetTrainerDiffusionFinetune,
                                                 nnUNetTrainerDiffusionFinetune_encoderLR1,
+                                                nnUNetTrainerDiffusionFinetune_noEMA,
+                                                nnUNetTrainerDiffusionFinetune_noWarmup,
                                                 nnUNetTrainerDiffusionLinearProbe, nnUNetTrainerDiffusionPretrain)
 
 TRAINERS = ["nnUNetTrainerDiffusionFinetune", "nnUNetTrainerDiffusionDecoderFinetune",
@@ -124,6 +126,8 @@ def test_probe_features_shapes_determinism_and_concat_equivalence(plans):
 @pytest.mark.parametrize("trainer_class, frozen, trained", [
     (nnUNetTrainerDiffusionFinetune, ["encoder."], ["decoder.stages.", "decoder.seg_layers."]),
     (nnUNetTrainerDiffusionFinetune_encoderLR1, ["encoder."], ["decoder.stages.", "decoder.seg_layers."]),
+    (nnUNetTrainerDiffusionFinetune_noWarmup, [], ["encoder.", "decoder.stages.", "decoder.seg_layers."]),
+    (nnUNetTrainerDiffusionFinetune_noEMA, ["encoder."], ["decoder.stages.", "decoder.seg_layers."]),
     (nnUNetTrainerDiffusionDecoderFinetune, ["encoder."], ["decoder.stages.", "decoder.seg_layers."]),
     (nnUNetTrainerDiffusionLinearProbe, ["denoiser."], ["project.", "head."]),
 ])
@@ -139,6 +143,14 @@ def test_frozen_parameters_stay_and_trained_ones_move(nnunet_env, planned_phanto
     trainer.num_epochs = 10  # Finetune: warm-up is epoch 0 only
     trainer.initialize()
     trainer.load_pretrained(str(pretrained_checkpoint))
+    checkpoint = load_checkpoint_safely(pretrained_checkpoint)
+    start, other = (RAW_WEIGHTS, EMA_WEIGHTS) if trainer_class is nnUNetTrainerDiffusionFinetune_noEMA else \
+        (EMA_WEIGHTS, RAW_WEIGHTS)  # the pretraining's EMA weights unless the variant asks for the raw ones
+    prefix = trainer.transfer_target()[2]  # the probe holds the denoiser as "denoiser."
+    encoder = {k[len(prefix):]: v for k, v in trainer.network.state_dict().items() if k.startswith(prefix + "encoder.")}
+    assert encoder
+    assert all(torch.equal(v, checkpoint[start][k]) for k, v in encoder.items())
+    assert not all(torch.equal(v, checkpoint[other][k]) for k, v in encoder.items())
     trainer.on_train_start()
 
     def steps(epoch: int) -> dict[str, torch.Tensor]:
@@ -159,7 +171,7 @@ def test_frozen_parameters_stay_and_trained_ones_move(nnunet_env, planned_phanto
         assert all(m for k, m in moved.items() if k.startswith("encoder.") and k.endswith("conv.weight"))
         rest, encoder = trainer.optimizer.param_groups
         assert encoder["lr"] == pytest.approx(trainer_class.encoder_lr_scale * rest["lr"]) and rest["lr"] > 0
-        assert (encoder["lr"] < rest["lr"]) == (trainer_class is nnUNetTrainerDiffusionFinetune)
+        assert (encoder["lr"] < rest["lr"]) == (trainer_class.encoder_lr_scale < 1)
 
 
 @pytest.fixture(scope="module")

@@ -23,13 +23,14 @@ from nnunet_diffusion_pretrain.lowlabel_splits import append_fold, write_json_at
 ORGAN_LEARNED_DICE = 0.5
 
 
-def add_calibration_fold(preprocessed: Path, training: list[str]) -> tuple[int, list[str], list[str]]:
-    """Appends (or finds) the fold training on all of ``training`` but its last case and validating
-    on that case; returns (fold, train, val)."""
-    if len(training) < 2:
-        raise UserFacingError(f"calibrating the budget needs at least 2 training volumes ({len(training)} here); "
-                              f"give the budget with --finetune-epochs and --max-budget-doublings 0")
-    train, val = sorted(training[:-1]), training[-1:]
+def add_calibration_fold(preprocessed: Path, training: list[str], num_val: int = 1) -> tuple[int, list[str], list[str]]:
+    """Appends (or finds) the fold training on all of ``training`` but its last ``num_val`` cases and
+    validating on those; returns (fold, train, val)."""
+    if len(training) <= num_val:
+        raise UserFacingError(f"calibrating the budget needs at least {num_val + 1} training volumes "
+                              f"({len(training)} here); give the budget with --finetune-epochs and "
+                              f"--max-budget-doublings 0")
+    train, val = sorted(training[:-num_val]), training[-num_val:]
     splits = json.loads((preprocessed / "splits_final.json").read_text())
     fold = append_fold(splits, train, val)
     write_json_atomically(preprocessed / "splits_final.json", splits)

@@ -9,7 +9,8 @@ from nnunet_diffusion_pretrain.training.diffusion_pretrain_trainer import (
 from nnunet_diffusion_pretrain.training.pretrained_weights_hook import install as _install_safe_pretrained_loading
 from nnunet_diffusion_pretrain.training.transfer_trainers import (
     nnUNetTrainerBudget, nnUNetTrainerDiffusionDecoderFinetune, nnUNetTrainerDiffusionFinetune,
-    nnUNetTrainerDiffusionFinetune_encoderLR1, nnUNetTrainerDiffusionLinearProbe)
+    nnUNetTrainerDiffusionFinetune_encoderLR1, nnUNetTrainerDiffusionFinetune_noEMA,
+    nnUNetTrainerDiffusionFinetune_noWarmup, nnUNetTrainerDiffusionLinearProbe)
 
 _install_safe_pretrained_loading()
 install_user_error_hook()
@@ -17,5 +18,6 @@ install_user_error_hook()
 __all__ = ["nnUNetTrainerDiffusionPretrain", "nnUNetTrainerDiffusionPretrain_cosine",
            "nnUNetTrainerDiffusionPretrain_vpred", "nnUNetTrainerDiffusionPretrain_cosine_vpred",
            "nnUNetTrainerBudget", "nnUNetTrainerDiffusionFinetune", "nnUNetTrainerDiffusionFinetune_encoderLR1",
+           "nnUNetTrainerDiffusionFinetune_noWarmup", "nnUNetTrainerDiffusionFinetune_noEMA",
            "nnUNetTrainerDiffusionDecoderFinetune",
            "nnUNetTrainerDiffusionLinearProbe"]

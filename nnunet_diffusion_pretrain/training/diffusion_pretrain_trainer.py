@@ -23,7 +23,8 @@ from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from torch import autocast, distributed as dist, nn
 from torch._dynamo import OptimizedModule
 
-from nnunet_diffusion_pretrain.checkpoint_io import load_checkpoint_safely, save_checkpoint_atomically
+from nnunet_diffusion_pretrain.checkpoint_io import (EMA_WEIGHTS, RAW_WEIGHTS, load_checkpoint_safely,
+                                                     save_checkpoint_atomically)
 from nnunet_diffusion_pretrain.ema_weights import ema_state_dict, ema_weights_applied, make_ema
 from nnunet_diffusion_pretrain.errors import UserFacingError
 from nnunet_diffusion_pretrain.noise_schedule import DiffusionSettings, denoising_loss
@@ -238,8 +239,8 @@ class nnUNetTrainerDiffusionPretrain(nnUNetTrainer):
             return
         denoiser = self.denoiser()
         save_checkpoint_atomically({
-            "network_weights": ema_state_dict(denoiser, self.ema),
-            "online_network_weights": denoiser.state_dict(),
+            EMA_WEIGHTS: ema_state_dict(denoiser, self.ema),
+            RAW_WEIGHTS: denoiser.state_dict(),
             "ema_state": self.ema.state_dict(),
             "optimizer_state": self.optimizer.state_dict(),
             "grad_scaler_state": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
@@ -261,7 +262,7 @@ class nnUNetTrainerDiffusionPretrain(nnUNetTrainer):
         if mismatches:
             raise UserFacingError(f"{filename_or_checkpoint} does not belong to this training: "
                                   + "; ".join(mismatches))
-        self.denoiser().load_state_dict(checkpoint["online_network_weights"])
+        self.denoiser().load_state_dict(checkpoint[RAW_WEIGHTS])
         self.ema.load_state_dict(checkpoint["ema_state"])
         self.ema.to(self.device)
         self.optimizer.load_state_dict(checkpoint["optimizer_state"])

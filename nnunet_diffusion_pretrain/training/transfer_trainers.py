@@ -18,6 +18,7 @@ from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch import nn
 
+from nnunet_diffusion_pretrain.checkpoint_io import EMA_WEIGHTS, RAW_WEIGHTS
 from nnunet_diffusion_pretrain.errors import UserFacingError
 from nnunet_diffusion_pretrain.feature_probe import DEFAULT_TIMESTEPS, DiffusionFeatureClassifier
 from nnunet_diffusion_pretrain.noise_schedule import DiffusionSettings
@@ -55,6 +56,8 @@ class DiffusionTransferTrainer(nnUNetTrainerBudget):
     """Shared by the transfer trainers: safe loading of ``-pretrained_weights`` and freezing by name.
     Not a trainer to use on its own (it is not exported to nnU-Net's trainer lookup)."""
 
+    pretrained_weights = EMA_WEIGHTS  # which of the checkpoint's weights to start from
+
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
@@ -77,10 +80,11 @@ class DiffusionTransferTrainer(nnUNetTrainerBudget):
     def load_pretrained(self, checkpoint_file: str) -> None:
         target, fresh, prefix = self.transfer_target()
         expected = transfer_requirements(self.plans_manager, self.configuration_name, self.num_input_channels)
-        report = load_pretrained_diffusion_weights(target, checkpoint_file, expected, fresh, prefix)
+        report = load_pretrained_diffusion_weights(target, checkpoint_file, expected, fresh, prefix,
+                                                   self.pretrained_weights)
         self.pretrained_from = checkpoint_file
-        self.print_to_log_file(f"Pretrained weights from {checkpoint_file} "
-                               f"({report.record['dataset_name']}, {report.record['plans_name']}):\n"
+        self.print_to_log_file(f"Pretrained weights from {checkpoint_file} ('{self.pretrained_weights}' of "
+                               f"{report.record['dataset_name']}, {report.record['plans_name']}):\n"
                                f"{report.summary()}")
         self.after_pretrained_load(report.record)
 
@@ -143,6 +147,22 @@ class nnUNetTrainerDiffusionFinetune_encoderLR1(nnUNetTrainerDiffusionFinetune):
     labelled volume it did worse: benchmarks/results/budget_calibration/btcv6_cpu1600_train1)."""
 
     encoder_lr_scale = 1.0
+
+
+class nnUNetTrainerDiffusionFinetune_noWarmup(nnUNetTrainerDiffusionFinetune):
+    """No decoder-only warm-up: the whole network trains from the first epoch (encoder at 0.1x), to
+    measure on a validation fold what the warm-up is worth."""
+
+    @property
+    def warmup_epochs(self) -> int:
+        return 0
+
+
+class nnUNetTrainerDiffusionFinetune_noEMA(nnUNetTrainerDiffusionFinetune):
+    """Starts from the pretraining's raw optimiser weights instead of their EMA (the default), to
+    measure on a validation fold what the EMA is worth to segmentation."""
+
+    pretrained_weights = RAW_WEIGHTS
 
 
 class nnUNetTrainerDiffusionDecoderFinetune(DiffusionTransferTrainer):
