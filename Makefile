@@ -16,7 +16,7 @@ demo: $(STAMP)
 	$(VENV)/bin/nnUNetv2_diffusion_demo
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest -n 2 --dist loadfile
 
 benchmark: $(STAMP)
 	$(VENV)/bin/python benchmarks/iteration_cost.py
