@@ -109,8 +109,8 @@ def main() -> None:
               + " | ".join(names[k] for k in sorted(names) if k != "0") + " |", "|---|---|---|---|---|---|"
               + "---|" * (len(names) - 1)]
     for r in results:
-        report.append(f"| {r['trainer']} | {r['configuration']} | {r['iterations']} | {r['run']} | {r['seconds']:.0f} | "
-                      f"{r['mean_dice']:.3f} | "
+        report.append(f"| {r['trainer']} | {r['configuration']} | {r['iterations']} | {r['run']} | "
+                      f"{r['seconds']:.0f} | {r['mean_dice']:.3f} | "
                       + " | ".join(f"{r['dice_per_label'].get(k, float('nan')):.3f}" for k in sorted(names) if k != "0")
                       + " |")
     if args.runs > 1:

@@ -44,9 +44,9 @@ class TransferReport:
 def load_pretrained_diffusion_weights(target: nn.Module, checkpoint_file: str | Path, expected: dict,
                                       fresh_markers: tuple[str, ...] = FRESH_MARKERS,
                                       prefix: str = "", weights: str = EMA_WEIGHTS) -> TransferReport:
-    """Copy the checkpoint's EMA weights (``weights=RAW_WEIGHTS``: the raw ones) into ``target``; with
-    ``prefix``, the target's ``prefix + key`` receives the checkpoint's ``key`` (a denoiser nested in a
-    module) and everything outside the prefix starts fresh."""
+    """Copy the checkpoint's EMA weights (with ``weights=RAW_WEIGHTS``: its raw optimiser weights) into
+    ``target``; with ``prefix``, the target's ``prefix + key`` receives the checkpoint's ``key`` (a
+    denoiser nested in a module) and everything outside the prefix starts fresh."""
     try:
         checkpoint = load_checkpoint_safely(checkpoint_file, map_location="cpu")
     except FileNotFoundError:

@@ -14,7 +14,8 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from conftest import command, lowlabel_fold, run, training_env
-from nnunet_diffusion_pretrain.checkpoint_io import EMA_WEIGHTS, RAW_WEIGHTS, load_checkpoint_safely, save_checkpoint_atomically
+from nnunet_diffusion_pretrain.checkpoint_io import (EMA_WEIGHTS, RAW_WEIGHTS, load_checkpoint_safely,
+                                                     save_checkpoint_atomically)
 from nnunet_diffusion_pretrain.errors import UserFacingError
 from nnunet_diffusion_pretrain.feature_probe import DiffusionFeatureClassifier
 from nnunet_diffusion_pretrain.noise_schedule import DiffusionSettings
@@ -90,7 +91,9 @@ def test_unsafe_truncated_and_foreign_files_are_refused(plans, tmp_path):
     with pytest.raises(UserFacingError, match="cannot be loaded safely"):
         load_pretrained_diffusion_weights(network, tmp_path / "evil.pth", expected)
     assert not payload.marker.exists(), "loading must not execute code from the file"
-    saved_denoiser(plans, tmp_path / "ok.pth")
+    saved_denoiser(plans, tmp_path / "ok.pth")  # EMA weights only
+    with pytest.raises(UserFacingError, match="has no 'online_network_weights'"):
+        load_pretrained_diffusion_weights(network, tmp_path / "ok.pth", expected, weights=RAW_WEIGHTS)
     (tmp_path / "truncated.pth").write_bytes((tmp_path / "ok.pth").read_bytes()[:1000])
     with pytest.raises(UserFacingError, match="cannot be loaded safely"):
         load_pretrained_diffusion_weights(network, tmp_path / "truncated.pth", expected)

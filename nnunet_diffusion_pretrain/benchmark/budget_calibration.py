@@ -23,7 +23,8 @@ from nnunet_diffusion_pretrain.lowlabel_splits import append_fold, write_json_at
 ORGAN_LEARNED_DICE = 0.5
 
 
-def add_calibration_fold(preprocessed: Path, training: list[str], num_val: int = 1) -> tuple[int, list[str], list[str]]:
+def add_calibration_fold(preprocessed: Path, training: list[str],
+                         num_val: int = 1) -> tuple[int, list[str], list[str]]:
     """Appends (or finds) the fold training on all of ``training`` but its last ``num_val`` cases and
     validating on those; returns (fold, train, val)."""
     if len(training) <= num_val:
