@@ -66,8 +66,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
 
     budget_env = training_budget_env(bench.env(nnUNet_def_n_proc="1", nnUNet_n_proc_DA="0"),
-                                  segmentation_epochs(bench.state), preset["finetune_iterations"],
-                                  preset["val_iterations"])
+                                     segmentation_epochs(bench.state), preset["finetune_iterations"],
+                                     preset["val_iterations"])
     rows = []
     for run_id in args.runs:
         entry = recorded[run_id]
