@@ -21,6 +21,9 @@ warm-up), validated on more than one training volume and run more than once each
         --num-train 1 --num-val 2 --runs 2 --trainers nnUNetTrainerBudget nnUNetTrainerDiffusionFinetune \
         nnUNetTrainerDiffusionFinetune_noEMA nnUNetTrainerDiffusionFinetune_noWarmup --pretrained CHECKPOINT
 
+and the linear probe's timesteps (``nnUNetTrainerDiffusionLinearProbe`` 50/150/250, ``_t5_25_50``,
+``_t250_500_750``) the same way.
+
 Writes benchmarks/results/budget_calibration/<work folder name>[_train<N>][_val<M>]/results.json and
 report.md.
 """

@@ -25,10 +25,15 @@ from nnunet_diffusion_pretrain.training import (nnUNetTrainerDiffusionDecoderFin
                                                 nnUNetTrainerDiffusionFinetune_encoderLR1,
                                                 nnUNetTrainerDiffusionFinetune_noEMA,
                                                 nnUNetTrainerDiffusionFinetune_noWarmup,
-                                                nnUNetTrainerDiffusionLinearProbe, nnUNetTrainerDiffusionPretrain)
+                                                nnUNetTrainerDiffusionLinearProbe,
+                                                nnUNetTrainerDiffusionLinearProbe_t5_25_50,
+                                                nnUNetTrainerDiffusionLinearProbe_t250_500_750,
+                                                nnUNetTrainerDiffusionPretrain)
+from nnunet_diffusion_pretrain.training.transfer_trainers import PROBE_TIMESTEPS_ENV, PROBE_TIMESTEPS_KEY
 
 TRAINERS = ["nnUNetTrainerDiffusionFinetune", "nnUNetTrainerDiffusionDecoderFinetune",
-            "nnUNetTrainerDiffusionLinearProbe", "nnUNetTrainerBudget"]
+            "nnUNetTrainerDiffusionLinearProbe", "nnUNetTrainerDiffusionLinearProbe_t250_500_750",
+            "nnUNetTrainerBudget"]
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +131,20 @@ def test_probe_features_shapes_determinism_and_concat_equivalence(plans):
         assert torch.allclose(direct, summed, atol=1e-4)
 
 
+def test_probe_timesteps_come_from_the_variant_else_the_environment_else_the_default(monkeypatch):
+    monkeypatch.delenv(PROBE_TIMESTEPS_ENV, raising=False)
+    assert nnUNetTrainerDiffusionLinearProbe.probe_timesteps() == [50, 150, 250]
+    assert nnUNetTrainerDiffusionLinearProbe_t5_25_50.probe_timesteps() == [5, 25, 50]
+    monkeypatch.setenv(PROBE_TIMESTEPS_ENV, "25,100")
+    assert nnUNetTrainerDiffusionLinearProbe.probe_timesteps() == [25, 100]
+    with pytest.raises(UserFacingError, match="probes timesteps \\[250, 500, 750\\]; unset nnUNet_probe_timesteps"):
+        nnUNetTrainerDiffusionLinearProbe_t250_500_750.probe_timesteps()
+    for bad in ("25,x", "1000", "-1"):
+        monkeypatch.setenv(PROBE_TIMESTEPS_ENV, bad)
+        with pytest.raises(UserFacingError, match="comma-separated timesteps in \\[0, 1000\\)"):
+            nnUNetTrainerDiffusionLinearProbe.probe_timesteps()
+
+
 @pytest.mark.parametrize("trainer_class, frozen, trained", [
     (nnUNetTrainerDiffusionFinetune, ["encoder."], ["decoder.stages.", "decoder.seg_layers."]),
     (nnUNetTrainerDiffusionFinetune_encoderLR1, ["encoder."], ["decoder.stages.", "decoder.seg_layers."]),
@@ -197,6 +216,11 @@ def test_trainers_train_predict_and_evaluate_through_nnunet(nnunet_env, planned_
     if trainer != "nnUNetTrainerBudget":
         assert "loaded" in stdout and "fresh (not in the checkpoint by design)" in stdout
     folder = Path(nnunet_env["nnUNet_results"]) / planned_phantom["name"] / f"{trainer}__nnUNetPlans__2d" / f"fold_{fold}"
+    if "LinearProbe" in trainer:  # the probe's timesteps are in the plans that prediction rebuilds it from
+        timesteps = [250, 500, 750] if trainer.endswith("_t250_500_750") else [50, 150, 250]
+        assert f"Linear probe on timesteps {timesteps}" in stdout
+        assert json.loads((folder.parent / "plans.json").read_text())["configurations"]["2d"][PROBE_TIMESTEPS_KEY] \
+            == timesteps
     validation = json.loads((folder / "validation" / "summary.json").read_text())
     assert len(validation["metric_per_case"]) == len(held_out)
 

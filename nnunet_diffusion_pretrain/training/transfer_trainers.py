@@ -178,20 +178,35 @@ class nnUNetTrainerDiffusionLinearProbe(DiffusionTransferTrainer):
     ``nnUNet_probe_timesteps=25,100``) is all that trains. Inference costs one denoiser pass per
     timestep and predicts through stock ``nnUNetv2_predict``."""
 
+    fixed_timesteps: tuple[int, ...] | None = None  # a variant's own timesteps; None: environment or default
+
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
-        timesteps = os.environ.get(PROBE_TIMESTEPS_ENV)
-        if timesteps:
-            try:
-                values = [int(t) for t in timesteps.split(",")]
-            except ValueError:
-                values = []
-            if not values or not all(0 <= t < DiffusionSettings().num_train_timesteps for t in values):
-                raise UserFacingError(f"{PROBE_TIMESTEPS_ENV} must be comma-separated timesteps in [0, 1000), "
-                                      f"got {timesteps!r}")
-            plans["configurations"][configuration][PROBE_TIMESTEPS_KEY] = values
+        # stored in the plans the trainer writes to its output folder, so prediction rebuilds the same probe
+        plans["configurations"][configuration][PROBE_TIMESTEPS_KEY] = self.probe_timesteps()
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.enable_deep_supervision = False
+
+    @classmethod
+    def probe_timesteps(cls) -> list[int]:
+        """The variant's timesteps, else ``nnUNet_probe_timesteps``, else the default; a variant
+        refuses the variable rather than training under a name that says other timesteps."""
+        timesteps = os.environ.get(PROBE_TIMESTEPS_ENV)
+        if cls.fixed_timesteps is not None:
+            if timesteps:
+                raise UserFacingError(f"{cls.__name__} probes timesteps {list(cls.fixed_timesteps)}; unset "
+                                      f"{PROBE_TIMESTEPS_ENV} or train nnUNetTrainerDiffusionLinearProbe with it")
+            return list(cls.fixed_timesteps)
+        if not timesteps:
+            return list(DEFAULT_TIMESTEPS)
+        try:
+            values = [int(t) for t in timesteps.split(",")]
+        except ValueError:
+            values = []
+        if not values or not all(0 <= t < DiffusionSettings().num_train_timesteps for t in values):
+            raise UserFacingError(f"{PROBE_TIMESTEPS_ENV} must be comma-separated timesteps in [0, 1000), "
+                                  f"got {timesteps!r}")
+        return values
 
     @staticmethod
     def build_network_architecture(plans_manager, configuration_manager, num_input_channels: int,
@@ -222,3 +237,17 @@ class nnUNetTrainerDiffusionLinearProbe(DiffusionTransferTrainer):
                                f"{sum(p.numel() for p in self.network.parameters() if p.requires_grad)}")
 
 
+
+
+class nnUNetTrainerDiffusionLinearProbe_t5_25_50(nnUNetTrainerDiffusionLinearProbe):
+    """The linear probe on low-noise features (timesteps 5, 25, 50): one side of the timestep
+    comparison on a validation fold."""
+
+    fixed_timesteps = (5, 25, 50)
+
+
+class nnUNetTrainerDiffusionLinearProbe_t250_500_750(nnUNetTrainerDiffusionLinearProbe):
+    """The linear probe on high-noise features (timesteps 250, 500, 750): the other side of the
+    timestep comparison on a validation fold."""
+
+    fixed_timesteps = (250, 500, 750)
