@@ -32,8 +32,7 @@ from nnunet_diffusion_pretrain.training import (nnUNetTrainerDiffusionDecoderFin
 from nnunet_diffusion_pretrain.training.transfer_trainers import PROBE_TIMESTEPS_ENV, PROBE_TIMESTEPS_KEY
 
 TRAINERS = ["nnUNetTrainerDiffusionFinetune", "nnUNetTrainerDiffusionDecoderFinetune",
-            "nnUNetTrainerDiffusionLinearProbe", "nnUNetTrainerDiffusionLinearProbe_t250_500_750",
-            "nnUNetTrainerBudget"]
+            "nnUNetTrainerDiffusionLinearProbe", "nnUNetTrainerBudget"]
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +151,7 @@ def test_probe_timesteps_come_from_the_variant_else_the_environment_else_the_def
     (nnUNetTrainerDiffusionFinetune_noEMA, ["encoder."], ["decoder.stages.", "decoder.seg_layers."]),
     (nnUNetTrainerDiffusionDecoderFinetune, ["encoder."], ["decoder.stages.", "decoder.seg_layers."]),
     (nnUNetTrainerDiffusionLinearProbe, ["denoiser."], ["project.", "head."]),
+    (nnUNetTrainerDiffusionLinearProbe_t250_500_750, ["denoiser."], ["project.", "head."]),
 ])
 def test_frozen_parameters_stay_and_trained_ones_move(nnunet_env, planned_phantom, pretrained_checkpoint,
                                                       monkeypatch, trainer_class, frozen, trained):
@@ -174,6 +174,11 @@ def test_frozen_parameters_stay_and_trained_ones_move(nnunet_env, planned_phanto
     assert all(torch.equal(v, checkpoint[start][k]) for k, v in encoder.items())
     assert not all(torch.equal(v, checkpoint[other][k]) for k, v in encoder.items())
     trainer.on_train_start()
+    if issubclass(trainer_class, nnUNetTrainerDiffusionLinearProbe):  # the timesteps it probes, and stores for
+        timesteps = trainer_class.fixed_timesteps or (50, 150, 250)     # prediction in the plans it writes
+        assert trainer.network.timesteps.tolist() == list(timesteps)
+        plans_written = json.loads((Path(trainer.output_folder_base) / "plans.json").read_text())
+        assert plans_written["configurations"]["2d"][PROBE_TIMESTEPS_KEY] == list(timesteps)
 
     def steps(epoch: int) -> dict[str, torch.Tensor]:
         trainer.current_epoch = epoch
@@ -216,11 +221,10 @@ def test_trainers_train_predict_and_evaluate_through_nnunet(nnunet_env, planned_
     if trainer != "nnUNetTrainerBudget":
         assert "loaded" in stdout and "fresh (not in the checkpoint by design)" in stdout
     folder = Path(nnunet_env["nnUNet_results"]) / planned_phantom["name"] / f"{trainer}__nnUNetPlans__2d" / f"fold_{fold}"
-    if "LinearProbe" in trainer:  # the probe's timesteps are in the plans that prediction rebuilds it from
-        timesteps = [250, 500, 750] if trainer.endswith("_t250_500_750") else [50, 150, 250]
-        assert f"Linear probe on timesteps {timesteps}" in stdout
+    if trainer == "nnUNetTrainerDiffusionLinearProbe":  # its timesteps are in the plans prediction rebuilds it from
+        assert "Linear probe on timesteps [50, 150, 250]" in stdout
         assert json.loads((folder.parent / "plans.json").read_text())["configurations"]["2d"][PROBE_TIMESTEPS_KEY] \
-            == timesteps
+            == [50, 150, 250]
     validation = json.loads((folder / "validation" / "summary.json").read_text())
     assert len(validation["metric_per_case"]) == len(held_out)
 
