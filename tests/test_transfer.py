@@ -223,8 +223,8 @@ def test_trainers_train_predict_and_evaluate_through_nnunet(nnunet_env, planned_
     folder = Path(nnunet_env["nnUNet_results"]) / planned_phantom["name"] / f"{trainer}__nnUNetPlans__2d" / f"fold_{fold}"
     if trainer == "nnUNetTrainerDiffusionLinearProbe":  # its timesteps are in the plans prediction rebuilds it from
         assert "Linear probe on timesteps [50, 150, 250]" in stdout
-        assert json.loads((folder.parent / "plans.json").read_text())["configurations"]["2d"][PROBE_TIMESTEPS_KEY] \
-            == [50, 150, 250]
+        written = json.loads((folder.parent / "plans.json").read_text())
+        assert written["configurations"]["2d"][PROBE_TIMESTEPS_KEY] == [50, 150, 250]
     validation = json.loads((folder / "validation" / "summary.json").read_text())
     assert len(validation["metric_per_case"]) == len(held_out)
 

@@ -10,8 +10,8 @@ from nnunet_diffusion_pretrain.training.pretrained_weights_hook import install a
 from nnunet_diffusion_pretrain.training.transfer_trainers import (
     nnUNetTrainerBudget, nnUNetTrainerDiffusionDecoderFinetune, nnUNetTrainerDiffusionFinetune,
     nnUNetTrainerDiffusionFinetune_encoderLR1, nnUNetTrainerDiffusionFinetune_noEMA,
-    nnUNetTrainerDiffusionFinetune_noWarmup, nnUNetTrainerDiffusionLinearProbe, nnUNetTrainerDiffusionLinearProbe_t5_25_50,
-    nnUNetTrainerDiffusionLinearProbe_t250_500_750)
+    nnUNetTrainerDiffusionFinetune_noWarmup, nnUNetTrainerDiffusionLinearProbe,
+    nnUNetTrainerDiffusionLinearProbe_t5_25_50, nnUNetTrainerDiffusionLinearProbe_t250_500_750)
 
 _install_safe_pretrained_loading()
 install_user_error_hook()

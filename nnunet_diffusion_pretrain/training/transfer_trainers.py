@@ -237,8 +237,6 @@ class nnUNetTrainerDiffusionLinearProbe(DiffusionTransferTrainer):
                                f"{sum(p.numel() for p in self.network.parameters() if p.requires_grad)}")
 
 
-
-
 class nnUNetTrainerDiffusionLinearProbe_t5_25_50(nnUNetTrainerDiffusionLinearProbe):
     """The linear probe on low-noise features (timesteps 5, 25, 50): one side of the timestep
     comparison on a validation fold."""
