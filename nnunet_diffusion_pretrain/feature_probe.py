@@ -34,6 +34,8 @@ class DiffusionFeatureClassifier(nn.Module):
         # buffers travel with the checkpoint, so inference noises exactly as training did
         self.register_buffer("timesteps", torch.as_tensor(list(timesteps), dtype=torch.long))
         self.register_buffer("betas", settings.ddpm_scheduler().betas.clone())
+        self.register_buffer("input_scale", torch.tensor(settings.input_scale))
+        self.register_buffer("input_shift", torch.tensor(settings.input_shift))
         stage_channels = [denoiser.encoder.output_channels[-(i + 2)] for i in range(len(denoiser.decoder.stages))]
         conv = denoiser.encoder.conv_op
         self.project = nn.ModuleList(conv(c, hidden_channels, 1) for _ in timesteps for c in stage_channels)
@@ -45,8 +47,16 @@ class DiffusionFeatureClassifier(nn.Module):
         self._noise: dict[tuple, torch.Tensor] = {}
 
     def use_schedule(self, settings: DiffusionSettings) -> None:
-        """Noise as the checkpoint's pretraining did (its schedule, from its record)."""
+        """Noise as the checkpoint's pretraining did (its schedule and input map, from its record)."""
         self.betas.copy_(settings.ddpm_scheduler().betas)
+        self.input_scale.fill_(settings.input_scale)
+        self.input_shift.fill_(settings.input_shift)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # probes trained before package 0.7.0 store no input map: theirs was the identity
+        state_dict.setdefault(prefix + "input_scale", torch.tensor(1.0))
+        state_dict.setdefault(prefix + "input_shift", torch.tensor(0.0))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def noise_scheduler(self) -> DDPMScheduler:
         """diffusers' forward process for the stored betas (what the checkpoint carries)."""
@@ -70,6 +80,7 @@ class DiffusionFeatureClassifier(nn.Module):
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Decoder-stage outputs for every timestep, in (timestep, stage) order."""
         features, scheduler = [], self.noise_scheduler()
+        x = x * self.input_scale + self.input_shift
         for i, t in enumerate(self.timesteps):
             batch_t = t.expand(x.shape[0])
             noise = self.fixed_noise(tuple(x.shape[1:]), i, x.device).expand_as(x)

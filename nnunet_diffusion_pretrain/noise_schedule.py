@@ -5,7 +5,7 @@ Nothing here hand-writes a schedule formula: betas, ``add_noise`` and the v-targ
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
@@ -22,15 +22,34 @@ class DiffusionSettings:
     num_train_timesteps: int = 1000
     beta_schedule: str = "linear"  # "linear" (Ho et al.) or "cosine" (Nichol & Dhariwal)
     prediction_type: str = "epsilon"  # or "v_prediction"
+    # images are noised as x * input_scale + input_shift (the identity: nnU-Net's normalised
+    # intensities as they are; input_range.unit_range_mapping: nnU-Net's clipped CT range to [-1, 1])
+    input_scale: float = 1.0
+    input_shift: float = 0.0
 
     def __post_init__(self):
         if self.beta_schedule not in BETA_SCHEDULES:
             raise ValueError(f"beta_schedule must be one of {sorted(BETA_SCHEDULES)}, got {self.beta_schedule!r}")
         if self.prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}")
+        if not self.input_scale > 0:
+            raise ValueError(f"input_scale must be positive, got {self.input_scale!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_record(cls, record: dict) -> "DiffusionSettings":
+        """The settings a checkpoint's record stores; fields it predates keep their defaults."""
+        return cls(**{f.name: record[f.name] for f in fields(cls) if f.name in record})
+
+    def to_diffusion_space(self, images: torch.Tensor) -> torch.Tensor:
+        """nnU-Net's normalised images -> the space the diffusion process noises."""
+        return images * self.input_scale + self.input_shift
+
+    def to_network_space(self, images: torch.Tensor) -> torch.Tensor:
+        """Generated images -> nnU-Net's normalised intensities."""
+        return (images - self.input_shift) / self.input_scale
 
     def ddpm_scheduler(self) -> DDPMScheduler:
         # clip_sample=False: nnU-Net's z-scored intensities are not confined to [-1, 1]

@@ -60,5 +60,5 @@ def load_pretrained_denoiser(dataset: PlannedDataset, checkpoint_file: Path, dev
     network = nnUNetTrainerDiffusionPretrain.build_network_architecture(
         dataset.plans_manager, dataset.configuration_manager, channels, channels, enable_deep_supervision=False)
     network.load_state_dict(checkpoint["network_weights"])
-    settings = DiffusionSettings(record["num_train_timesteps"], record["beta_schedule"], record["prediction_type"])
+    settings = DiffusionSettings.from_record(record)
     return PretrainedDenoiser(network.to(device).eval(), settings, record, checkpoint_file)

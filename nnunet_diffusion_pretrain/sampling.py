@@ -25,7 +25,8 @@ def sample_images(model: nn.Module, settings: DiffusionSettings, shape: tuple[in
                   batch_size: int | None = None, progress: bool = True) -> torch.Tensor:
     """Draw ``shape[0]`` samples of shape ``shape[1:]`` (channels, *spatial) with diffusers' DDIM
     (``eta`` 0 = deterministic) or DDPM (ancestral) sampler; returns CPU float32. All randomness
-    comes from one CPU generator seeded with ``seed``, so results repeat on any device."""
+    comes from one CPU generator seeded with ``seed``, so results repeat on any device. Samples are
+    returned in nnU-Net's normalised intensities (``settings``' input map undone)."""
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
     scheduler = settings.ddim_scheduler() if sampler == "ddim" else settings.ddpm_scheduler()
@@ -46,7 +47,7 @@ def sample_images(model: nn.Module, settings: DiffusionSettings, shape: tuple[in
                 x = scheduler.step(prediction, t, x, eta=eta, variance_noise=noise).prev_sample
             else:  # diffusers draws the variance noise on the CPU generator and moves it to the device
                 x = scheduler.step(prediction, t, x, generator=generator).prev_sample
-        batches.append(x.float().cpu())
+        batches.append(settings.to_network_space(x.float()).cpu())
     return torch.cat(batches)
 
 

@@ -13,6 +13,8 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from conftest import RESENC_TINY, command, run, training_env
 from nnunet_diffusion_pretrain.checkpoint_io import load_checkpoint_safely
+from nnunet_diffusion_pretrain.errors import UserFacingError
+from nnunet_diffusion_pretrain.input_range import unit_range_mapping
 from nnunet_diffusion_pretrain.noise_schedule import DiffusionSettings, denoising_loss, predicted_clean_image
 from nnunet_diffusion_pretrain.pretraining_data import split_pool
 from nnunet_diffusion_pretrain.pretraining_record import RECORD_KEY
@@ -111,6 +113,27 @@ def test_residual_encoder_plans_with_cosine_v_prediction(nnunet_env, planned_pha
     assert (record["beta_schedule"], record["prediction_type"]) == ("cosine", "v_prediction")
     assert record["plans_name"] == "nnUNetResEncUNetMPlans"
 
+
+
+def test_unit_range_variant_records_the_map_that_sends_the_clipped_ct_range_to_plus_minus_one(
+        nnunet_env, planned_phantom, pool_2d_3d):
+    trainer = "nnUNetTrainerDiffusionPretrain_unitRange"
+    env = training_env(nnunet_env, num_epochs=1, num_iterations_per_epoch=2, num_val_iterations_per_epoch=1)
+    env["nnUNet_diffusion_num_samples"] = "2"
+    result = train(env, planned_phantom["id"], "2d", trainer=trainer)
+    record = load_checkpoint_safely(fold_folder(nnunet_env, planned_phantom, "2d", trainer=trainer)
+                                    / "checkpoint_final.pth")[RECORD_KEY]
+    plans = json.loads((planned_phantom["preprocessed"] / "nnUNetPlans.json").read_text())
+    p = plans["foreground_intensity_properties_per_channel"]["0"]
+    clipped = np.array([p["percentile_00_5"], p["percentile_99_5"]])
+    mapped = (clipped - p["mean"]) / p["std"] * record["input_scale"] + record["input_shift"]
+    assert mapped == pytest.approx([-1.0, 1.0], abs=1e-4)
+    assert f"Images are noised as x * {record['input_scale']:.4f} + {record['input_shift']:.4f}" in result.stdout
+
+    mri = PlansManager(str(planned_phantom["preprocessed"] / "nnUNetPlans.json"))
+    mri.plans["configurations"]["2d"]["normalization_schemes"] = ["ZScoreNormalization"]
+    with pytest.raises(UserFacingError, match="needs one CTNormalization channel"):
+        unit_range_mapping(mri, mri.get_configuration("2d"))
 
 def test_fold_k_holds_out_that_splits_validation_cases(nnunet_env, planned_phantom, pool_2d_3d):
     env = training_env(nnunet_env, num_epochs=1, num_iterations_per_epoch=1, num_val_iterations_per_epoch=1)

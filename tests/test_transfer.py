@@ -130,6 +130,21 @@ def test_probe_features_shapes_determinism_and_concat_equivalence(plans):
         assert torch.allclose(direct, summed, atol=1e-4)
 
 
+
+def test_probe_noises_in_the_checkpoints_diffusion_space_and_loads_probes_without_an_input_map(plans):
+    cm = plans.get_configuration("2d")
+    denoiser = nnUNetTrainerDiffusionPretrain.build_network_architecture(plans, cm, 1, 1)
+    plain = DiffusionFeatureClassifier(denoiser, 3, DiffusionSettings(), timesteps=(50,), hidden_channels=4)
+    mapped = DiffusionFeatureClassifier(denoiser, 3, DiffusionSettings(), timesteps=(50,), hidden_channels=4)
+    mapped.use_schedule(DiffusionSettings(input_scale=0.25, input_shift=0.5))
+    x = torch.randn(1, 1, *cm.patch_size)
+    with torch.no_grad():
+        for a, b in zip(mapped.features(x), plain.features(x * 0.25 + 0.5)):
+            assert torch.allclose(a, b, atol=1e-5)
+        older = {k: v for k, v in mapped.state_dict().items() if k not in ("input_scale", "input_shift")}
+        mapped.load_state_dict(older)  # a probe saved before the map existed: the identity
+        assert (mapped.input_scale.item(), mapped.input_shift.item()) == (1.0, 0.0)
+
 def test_probe_timesteps_come_from_the_variant_else_the_environment_else_the_default(monkeypatch):
     monkeypatch.delenv(PROBE_TIMESTEPS_ENV, raising=False)
     assert nnUNetTrainerDiffusionLinearProbe.probe_timesteps() == [50, 150, 250]

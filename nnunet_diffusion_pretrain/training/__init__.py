@@ -5,7 +5,7 @@ Importing them also routes ``-pretrained_weights`` through our safe loader (see
 from nnunet_diffusion_pretrain.cli.errors import install_user_error_hook
 from nnunet_diffusion_pretrain.training.diffusion_pretrain_trainer import (
     nnUNetTrainerDiffusionPretrain, nnUNetTrainerDiffusionPretrain_cosine, nnUNetTrainerDiffusionPretrain_cosine_vpred,
-    nnUNetTrainerDiffusionPretrain_vpred)
+    nnUNetTrainerDiffusionPretrain_unitRange, nnUNetTrainerDiffusionPretrain_vpred)
 from nnunet_diffusion_pretrain.training.pretrained_weights_hook import install as _install_safe_pretrained_loading
 from nnunet_diffusion_pretrain.training.transfer_trainers import (
     nnUNetTrainerBudget, nnUNetTrainerDiffusionDecoderFinetune, nnUNetTrainerDiffusionFinetune,
@@ -18,6 +18,7 @@ install_user_error_hook()
 
 __all__ = ["nnUNetTrainerDiffusionPretrain", "nnUNetTrainerDiffusionPretrain_cosine",
            "nnUNetTrainerDiffusionPretrain_vpred", "nnUNetTrainerDiffusionPretrain_cosine_vpred",
+           "nnUNetTrainerDiffusionPretrain_unitRange",
            "nnUNetTrainerBudget", "nnUNetTrainerDiffusionFinetune", "nnUNetTrainerDiffusionFinetune_encoderLR1",
            "nnUNetTrainerDiffusionFinetune_noWarmup", "nnUNetTrainerDiffusionFinetune_noEMA",
            "nnUNetTrainerDiffusionDecoderFinetune",

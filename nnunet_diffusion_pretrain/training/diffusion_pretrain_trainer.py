@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from dataclasses import replace
 from time import time
 from typing import List
 
@@ -26,6 +27,7 @@ from torch._dynamo import OptimizedModule
 from nnunet_diffusion_pretrain.checkpoint_io import (EMA_WEIGHTS, RAW_WEIGHTS, load_checkpoint_safely,
                                                      save_checkpoint_atomically)
 from nnunet_diffusion_pretrain.ema_weights import ema_state_dict, ema_weights_applied, make_ema
+from nnunet_diffusion_pretrain.input_range import unit_range_mapping
 from nnunet_diffusion_pretrain.errors import UserFacingError
 from nnunet_diffusion_pretrain.noise_schedule import DiffusionSettings, denoising_loss
 from nnunet_diffusion_pretrain.planned_dataset import PlannedDataset
@@ -142,7 +144,7 @@ class nnUNetTrainerDiffusionPretrain(nnUNetTrainer):
         self._iteration = 0
 
     def train_step(self, batch: dict) -> dict:
-        x0 = batch["data"].to(self.device, non_blocking=True)
+        x0 = self.diffusion_settings.to_diffusion_space(batch["data"].to(self.device, non_blocking=True))
         timesteps = torch.randint(0, self.diffusion_settings.num_train_timesteps, (x0.shape[0],), device=self.device)
         self.optimizer.zero_grad(set_to_none=True)
         with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
@@ -185,7 +187,7 @@ class nnUNetTrainerDiffusionPretrain(nnUNetTrainer):
         self._validation_generator = torch.Generator().manual_seed(12345 + self.local_rank)
 
     def validation_step(self, batch: dict) -> dict:
-        x0 = batch["data"].to(self.device, non_blocking=True)
+        x0 = self.diffusion_settings.to_diffusion_space(batch["data"].to(self.device, non_blocking=True))
         n, g, T = x0.shape[0], self._validation_generator, self.diffusion_settings.num_train_timesteps
         timesteps = torch.randint(0, T, (n,), generator=g).to(self.device)
         noise = torch.randn(x0.shape, generator=g).to(self.device)
@@ -306,3 +308,18 @@ class nnUNetTrainerDiffusionPretrain_vpred(nnUNetTrainerDiffusionPretrain):
 
 class nnUNetTrainerDiffusionPretrain_cosine_vpred(nnUNetTrainerDiffusionPretrain):
     diffusion_settings = DiffusionSettings(beta_schedule="cosine", prediction_type="v_prediction")
+
+
+class nnUNetTrainerDiffusionPretrain_unitRange(nnUNetTrainerDiffusionPretrain):
+    """Noises CT images mapped from nnU-Net's clipped range (about [-4, 3] z-scores) to [-1, 1],
+    the range DDPM's schedule assumes (``input_range``). The checkpoint records the map, so the
+    linear probe and the sampler apply it too; fine-tuning needs none, as the first convolution's
+    instance normalisation removes an affine change of its input."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.diffusion_settings = replace(self.diffusion_settings,
+                                          **unit_range_mapping(self.plans_manager, self.configuration_manager))
+        self.print_to_log_file(f"Images are noised as x * {self.diffusion_settings.input_scale:.4f} + "
+                               f"{self.diffusion_settings.input_shift:.4f} (nnU-Net's clipped range -> [-1, 1])")

@@ -220,8 +220,7 @@ class nnUNetTrainerDiffusionLinearProbe(DiffusionTransferTrainer):
         return unwrap(self.network), (), "denoiser."
 
     def after_pretrained_load(self, record: dict) -> None:
-        unwrap(self.network).use_schedule(DiffusionSettings(record["num_train_timesteps"], record["beta_schedule"],
-                                                            record["prediction_type"]))
+        unwrap(self.network).use_schedule(DiffusionSettings.from_record(record))
 
     def frozen_prefixes(self, epoch: int) -> tuple[str, ...]:
         return ("denoiser.",)
