@@ -12,7 +12,7 @@ import torch
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from conftest import RESENC_TINY, command, run, training_env
-from nnunet_diffusion_pretrain.checkpoint_io import load_checkpoint_safely
+from nnunet_diffusion_pretrain.checkpoint_io import load_checkpoint_safely, save_checkpoint_atomically
 from nnunet_diffusion_pretrain.errors import UserFacingError
 from nnunet_diffusion_pretrain.input_range import unit_range_mapping
 from nnunet_diffusion_pretrain.noise_schedule import DiffusionSettings, denoising_loss, predicted_clean_image
@@ -72,6 +72,9 @@ def test_2d_pretraining_writes_checkpoint_log_plot_and_samples(pretrained_2d):
 def test_continue_with_c_resumes_from_the_checkpoint(nnunet_env, planned_phantom, pretrained_2d):
     folder = pretrained_2d["folder"]
     first = load_checkpoint_safely(folder / "checkpoint_final.pth")
+    # written as package 0.6.0 did (no input map in the record): resuming it must still work
+    older_record = {k: v for k, v in first[RECORD_KEY].items() if k not in ("input_scale", "input_shift")}
+    save_checkpoint_atomically({**first, RECORD_KEY: older_record}, folder / "checkpoint_final.pth")
     env = training_env(nnunet_env, num_epochs=3, num_iterations_per_epoch=3, num_val_iterations_per_epoch=1)
     result = train(env, planned_phantom["id"], "2d", "all", "--c")
     assert "Epoch 2" in result.stdout and "Epoch 0" not in result.stdout and "Epoch 1\n" not in result.stdout

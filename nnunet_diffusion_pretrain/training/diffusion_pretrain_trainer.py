@@ -260,7 +260,9 @@ class nnUNetTrainerDiffusionPretrain(nnUNetTrainer):
         if not self.was_initialized:
             self.initialize()
         checkpoint = load_checkpoint_safely(filename_or_checkpoint, map_location=self.device)
-        mismatches = record_mismatches(checkpoint.get(RECORD_KEY, {}), self.record())
+        stored = checkpoint.get(RECORD_KEY, {})
+        # records written before 0.7.0 lack the input map: theirs was the identity, the default
+        mismatches = record_mismatches({**stored, **DiffusionSettings.from_record(stored).to_dict()}, self.record())
         if mismatches:
             raise UserFacingError(f"{filename_or_checkpoint} does not belong to this training: "
                                   + "; ".join(mismatches))
