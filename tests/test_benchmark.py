@@ -213,7 +213,8 @@ def test_benchmark_command_end_to_end_kill_and_resume(nnunet_env, tmp_path):
     report = (out / "report.md").read_text()
     for text in ("stock nnU-Net", "diffusion: linear probe", "Segmentation budget calibrated", "+ synthetic", "4 slices", "all (4 volumes)", "Wilcoxon",
                  "Wall time",
-                 "pretraining", "undetermined (one repeat", "Budgets: 4 slices x 1 repeat(s) ("):
+                 "pretraining", "undetermined (one repeat", "Budgets: 4 slices x 1 repeat(s) (",
+                 "Diffusion pretraining (`nnUNetTrainerDiffusionPretrain`): 1 x 3 iterations"):
         assert text in report
     for plot in ("label_efficiency.png", "contours.png", "pretraining_samples.png"):
         assert (out / plot).stat().st_size > 10_000
@@ -236,3 +237,8 @@ def test_benchmark_command_end_to_end_kill_and_resume(nnunet_env, tmp_path):
     # other training settings in the same work folder are refused
     changed = run([*args[:-4], "--finetune-epochs", "2", "-w", str(work), "-o", str(out)], nnunet_env, check=False)
     assert changed.returncode != 0 and "other settings (finetune_epochs 1 -> 2)" in changed.stderr
+    other = run([*args, "--pretrainer", "nnUNetTrainerDiffusionPretrain_cosine"], nnunet_env, check=False)
+    assert other.returncode != 0 and "(pretrainer nnUNetTrainerDiffusionPretrain -> " \
+        "nnUNetTrainerDiffusionPretrain_cosine)" in other.stderr
+    unknown = run([*args, "--pretrainer", "nnUNetTrainerBudget"], nnunet_env, check=False)
+    assert unknown.returncode != 0 and "not a diffusion pretraining trainer; one of" in unknown.stderr

@@ -27,7 +27,7 @@ from scipy.stats import wilcoxon  # noqa: E402
 
 from nnunet_diffusion_pretrain.benchmark.budget_calibration import ORGAN_LEARNED_DICE, unlearned_organs  # noqa: E402
 from nnunet_diffusion_pretrain.benchmark.run_catalogue import (  # noqa: E402
-    FINETUNE, METHOD_LABELS, METHODS, STOCK, SYNTHETIC, TrainingRun, budget_order)
+    FINETUNE, METHOD_LABELS, METHODS, PRETRAINER, STOCK, SYNTHETIC, TrainingRun, budget_order)
 from nnunet_diffusion_pretrain.lowlabel_splits import write_json_atomically  # noqa: E402
 
 METRICS = ("dice", "nsd")
@@ -305,7 +305,8 @@ def _markdown(meta: dict, summary: dict, state: dict, runs: list[TrainingRun], p
              f"- Held-out cases ({len(held_out)}, never seen in pretraining or training): {', '.join(held_out)}.",
              f"- Configuration `{preset['configuration']}` of plans `{meta['plans']}` (nnU-Net's planner with axial "
              f"2D slices)" + (f"; reduced, inherits from `2d`: {preset['reduced']}" if preset["reduced"] else "") + ".",
-             f"- Diffusion pretraining: {preset['pretrain_epochs']} x {preset['pretrain_iterations']} iterations on "
+             f"- Diffusion pretraining (`{state['settings'].get('pretrainer', PRETRAINER)}`): "
+             f"{preset['pretrain_epochs']} x {preset['pretrain_iterations']} iterations on "
              f"the images of all non-held-out cases + unlabeled scans {state['settings']['unlabeled'] or '(none)'}.",
              f"- Every segmentation run: {segmentation_epochs(state)} epochs x {preset['finetune_iterations']} "
              f"iterations (same for every method), nnU-Net's final validation on the held-out cases "

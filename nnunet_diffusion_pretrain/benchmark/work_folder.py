@@ -65,9 +65,9 @@ def training_budget_env(env: dict, epochs: int, iterations: int, val_iterations:
                 nnUNet_n_proc_DA=env.get("nnUNet_n_proc_DA", "0"))
 
 
-def pretraining_fold(work: Path, dataset: str, configuration: str, fold: int) -> Path:
+def pretraining_fold(work: Path, dataset: str, configuration: str, fold: int, trainer: str = PRETRAINER) -> Path:
     """Where nnU-Net puts the benchmark's one diffusion pretraining run."""
-    return work / "nnUNet_results" / dataset / f"{PRETRAINER}__{AXIAL_PLANS}__{configuration}" / f"fold_{fold}"
+    return work / "nnUNet_results" / dataset / f"{trainer}__{AXIAL_PLANS}__{configuration}" / f"fold_{fold}"
 
 
 def open_work_folder(work: Path) -> BenchmarkWork:

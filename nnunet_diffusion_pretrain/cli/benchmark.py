@@ -72,6 +72,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--synthetic-images", type=int, default=None,
                         help="generated images for the synthetic-data row (preset's default; 0: no such row)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the held-out set and the labelled cases")
+    parser.add_argument("--pretrainer", default=PRETRAINER,
+                        help=f"diffusion pretraining trainer (a variant, e.g. {PRETRAINER}_unitRange); default {PRETRAINER}")
     parser.add_argument("--pretrain-epochs", type=int, default=None, help="override the preset (e.g. a smoke test)")
     parser.add_argument("--finetune-epochs", type=int, default=None, help="override the preset")
     parser.add_argument("--max-budget-doublings", type=int, default=None,
@@ -92,6 +94,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("-np", type=int, default=2, help="processes for conversion and preprocessing; default 2")
     return parser
+
+
+def _check_pretrainer(name: str) -> None:
+    """Refused before any step runs, rather than by nnUNetv2_train after conversion and planning."""
+    from nnunet_diffusion_pretrain.training import diffusion_pretrain_trainer as module
+
+    known = sorted(k for k, v in vars(module).items()
+                   if isinstance(v, type) and issubclass(v, module.nnUNetTrainerDiffusionPretrain))
+    if name not in known:
+        raise UserFacingError(f"--pretrainer {name} is not a diffusion pretraining trainer; one of {', '.join(known)}")
 
 
 def _effective_preset(args: argparse.Namespace) -> BenchmarkPreset:
@@ -119,7 +131,7 @@ class Benchmark:
         self.state_file = work / STATE_FILE
         self.state = json.loads(self.state_file.read_text()) if self.state_file.is_file() else {"phases": {}, "runs": {}}
         settings = {"preset": preset.as_dict(), "seed": args.seed, "num_held_out": args.num_held_out,
-                    "unlabeled": sorted(str(p.resolve()) for p in args.unlabeled)}
+                    "unlabeled": sorted(str(p.resolve()) for p in args.unlabeled), "pretrainer": args.pretrainer}
         fixed = ("pretrain_epochs", "pretrain_iterations", "finetune_epochs", "finetune_iterations", "configuration",
                  "budget_doublings", "calibration_runs")
         old = self.state.get("settings")
@@ -130,7 +142,9 @@ class Benchmark:
                 before["calibration_runs"] = settings["preset"]["calibration_runs"]  # no calibration: irrelevant
             changed = [f"{k} {before[k]} -> {settings['preset'][k]}" for k in fixed
                        if before[k] != settings["preset"][k]]
-            changed += [f"{k} {old[k]} -> {settings[k]}" for k in ("seed", "num_held_out") if old[k] != settings[k]]
+            earlier = {"pretrainer": PRETRAINER, **old}  # work folders older than 0.7.0 had no other
+            changed += [f"{k} {earlier[k]} -> {settings[k]}" for k in ("seed", "num_held_out", "pretrainer")
+                        if earlier[k] != settings[k]]
             if changed:
                 raise UserFacingError(f"{work} holds a benchmark with other settings ({'; '.join(changed)}); use "
                                       f"another -w folder or the same settings (budgets and repeats may be "
@@ -273,7 +287,7 @@ def _calibrate_budget(bench: Benchmark, all_fold: dict, labels: dict) -> int:
 
 def _pretrain(bench: Benchmark, all_fold: int) -> Path:
     preset = bench.preset
-    fold = pretraining_fold(bench.work, bench.dataset, preset.configuration, all_fold)
+    fold = pretraining_fold(bench.work, bench.dataset, preset.configuration, all_fold, bench.args.pretrainer)
     checkpoint = fold / "checkpoint_final.pth"
     if not (fold / "samples" / "samples.png").is_file():  # the pool only feeds an unfinished pretraining
         for folder in bench.args.unlabeled:
@@ -284,7 +298,7 @@ def _pretrain(bench: Benchmark, all_fold: int) -> Path:
         bench.phase("pretraining", f"diffusion pretraining, {preset.pretrain_epochs} x {preset.pretrain_iterations} "
                     f"iterations, on the images of fold {all_fold} (held-out cases unseen) + the unlabeled pool", [
             console_script("nnUNetv2_train"), str(bench.dataset_id), preset.configuration, str(all_fold), "-tr",
-            PRETRAINER, "-p", AXIAL_PLANS, "-device", bench.args.device, *resume],
+            bench.args.pretrainer, "-p", AXIAL_PLANS, "-device", bench.args.device, *resume],
             bench.training_env(preset.pretrain_epochs, preset.pretrain_iterations))
     return checkpoint
 
@@ -341,6 +355,7 @@ def _train_and_evaluate(bench: Benchmark, run: TrainingRun, checkpoint: Path, la
 @exits_cleanly_on_user_errors
 def main() -> int:
     args = _parser().parse_args()
+    _check_pretrainer(args.pretrainer)
     preset = _effective_preset(args)
     name_hint = args.raw_dataset.name if args.raw_dataset else f"{args.convert}"
     work = (args.work or Path("benchmarks/work") / f"{name_hint}_{preset.name}").resolve()
