@@ -20,7 +20,6 @@ def test_settings_validate_and_build_schedulers():
     assert DiffusionSettings().ddim_scheduler().config.num_train_timesteps == 1000
 
 
-
 def test_settings_round_trip_through_a_record_and_older_records_mean_no_input_map():
     settings = DiffusionSettings(beta_schedule="cosine", input_scale=0.25, input_shift=0.5)
     assert DiffusionSettings.from_record({**settings.to_dict(), "plans_name": "x"}) == settings
@@ -31,6 +30,7 @@ def test_settings_round_trip_through_a_record_and_older_records_mean_no_input_ma
     assert torch.allclose(settings.to_network_space(settings.to_diffusion_space(x)), x, atol=1e-6)
     with pytest.raises(ValueError, match="input_scale"):
         DiffusionSettings(input_scale=0.0)
+
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
 def test_a_perfect_model_recovers_the_clean_image(prediction_type):

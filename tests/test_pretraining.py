@@ -117,7 +117,6 @@ def test_residual_encoder_plans_with_cosine_v_prediction(nnunet_env, planned_pha
     assert record["plans_name"] == "nnUNetResEncUNetMPlans"
 
 
-
 def test_unit_range_variant_records_the_map_that_sends_the_clipped_ct_range_to_plus_minus_one(
         nnunet_env, planned_phantom, pool_2d_3d):
     trainer = "nnUNetTrainerDiffusionPretrain_unitRange"
@@ -137,6 +136,7 @@ def test_unit_range_variant_records_the_map_that_sends_the_clipped_ct_range_to_p
     mri.plans["configurations"]["2d"]["normalization_schemes"] = ["ZScoreNormalization"]
     with pytest.raises(UserFacingError, match="needs one CTNormalization channel"):
         unit_range_mapping(mri, mri.get_configuration("2d"))
+
 
 def test_fold_k_holds_out_that_splits_validation_cases(nnunet_env, planned_phantom, pool_2d_3d):
     env = training_env(nnunet_env, num_epochs=1, num_iterations_per_epoch=1, num_val_iterations_per_epoch=1)

@@ -34,13 +34,13 @@ def test_samplers_are_seeded_and_shaped(sampler):
     assert volume.shape == (1, 1, 4, 8, 8) and torch.isfinite(volume).all()
 
 
-
 def test_samples_come_back_in_nnunet_intensities_when_the_diffusion_space_is_mapped():
     """The same trajectory in diffusion space; only the map back differs."""
     cpu, mapped = torch.device("cpu"), DiffusionSettings(input_scale=0.25, input_shift=0.5)
     plain = sample_images(_Shrink(), DiffusionSettings(), (2, 1, 8, 8), cpu, "ddim", 6, seed=3, progress=False)
     back = sample_images(_Shrink(), mapped, (2, 1, 8, 8), cpu, "ddim", 6, seed=3, progress=False)
     assert torch.allclose(back, (plain - 0.5) / 0.25, atol=1e-5)
+
 
 def test_ddim_eta_adds_noise_and_ddpm_differs_from_ddim():
     settings, cpu = DiffusionSettings(), torch.device("cpu")

@@ -130,7 +130,6 @@ def test_probe_features_shapes_determinism_and_concat_equivalence(plans):
         assert torch.allclose(direct, summed, atol=1e-4)
 
 
-
 def test_probe_noises_in_the_checkpoints_diffusion_space_and_loads_probes_without_an_input_map(plans):
     cm = plans.get_configuration("2d")
     denoiser = nnUNetTrainerDiffusionPretrain.build_network_architecture(plans, cm, 1, 1)
@@ -144,6 +143,7 @@ def test_probe_noises_in_the_checkpoints_diffusion_space_and_loads_probes_withou
         older = {k: v for k, v in mapped.state_dict().items() if k not in ("input_scale", "input_shift")}
         mapped.load_state_dict(older)  # a probe saved before the map existed: the identity
         assert (mapped.input_scale.item(), mapped.input_shift.item()) == (1.0, 0.0)
+
 
 def test_probe_timesteps_come_from_the_variant_else_the_environment_else_the_default(monkeypatch):
     monkeypatch.delenv(PROBE_TIMESTEPS_ENV, raising=False)

@@ -73,7 +73,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="generated images for the synthetic-data row (preset's default; 0: no such row)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the held-out set and the labelled cases")
     parser.add_argument("--pretrainer", default=PRETRAINER,
-                        help=f"diffusion pretraining trainer (a variant, e.g. {PRETRAINER}_unitRange); default {PRETRAINER}")
+                        help=f"diffusion pretraining trainer (a variant, e.g. {PRETRAINER}_unitRange); "
+                             f"default {PRETRAINER}")
     parser.add_argument("--pretrain-epochs", type=int, default=None, help="override the preset (e.g. a smoke test)")
     parser.add_argument("--finetune-epochs", type=int, default=None, help="override the preset")
     parser.add_argument("--max-budget-doublings", type=int, default=None,

@@ -8,8 +8,8 @@ logic lives in plain modules; this class only wires it into nnU-Net's hooks.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from dataclasses import replace
+from pathlib import Path
 from time import time
 from typing import List
 
@@ -27,8 +27,8 @@ from torch._dynamo import OptimizedModule
 from nnunet_diffusion_pretrain.checkpoint_io import (EMA_WEIGHTS, RAW_WEIGHTS, load_checkpoint_safely,
                                                      save_checkpoint_atomically)
 from nnunet_diffusion_pretrain.ema_weights import ema_state_dict, ema_weights_applied, make_ema
-from nnunet_diffusion_pretrain.input_range import unit_range_mapping
 from nnunet_diffusion_pretrain.errors import UserFacingError
+from nnunet_diffusion_pretrain.input_range import unit_range_mapping
 from nnunet_diffusion_pretrain.noise_schedule import DiffusionSettings, denoising_loss
 from nnunet_diffusion_pretrain.planned_dataset import PlannedDataset
 from nnunet_diffusion_pretrain.pretraining_data import (PretrainingImages, center_patches,
