@@ -38,6 +38,7 @@ class SourceCase:
     label: str | None = None
     masks: tuple[tuple[int, str], ...] = ()  # (label value, mask file): merged by merge_masks
     test: bool = False  # goes to imagesTs/labelsTs
+    direction: tuple[float, ...] | None = None  # the axes' true directions where the source header's are nominal
 
 
 @dataclass
@@ -130,6 +131,9 @@ def convert_case(case: SourceCase, target: str, allowed: tuple[int, ...]) -> tup
         label = _label_array(case, images[0], set(allowed)) if (case.label or case.masks) else None
     except CaseError as e:
         return case.case_id, str(e)
+    if case.direction is not None:
+        for image in images:
+            image.SetDirection(case.direction)
     for channel, image in enumerate(images):
         sitk.WriteImage(image, os.path.join(target, images_dir, f"{case.case_id}_{channel:04d}.nii.gz"), True)
     if label is not None:

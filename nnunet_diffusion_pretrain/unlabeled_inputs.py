@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
 import re
 import tempfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,9 +40,12 @@ class UnlabeledInput:
     def source(self) -> str:
         return self.dicom_dir if self.dicom_dir is not None else ", ".join(self.files)
 
-    def content_hash(self) -> str:
-        """SHA-256 over the bytes of every source file: re-adding the same scan adds nothing."""
+    def content_hash(self, conversion: dict | None = None) -> str:
+        """SHA-256 over the bytes of every source file (and the conversion applied to them, if any):
+        re-adding the same scan the same way adds nothing."""
         digest = hashlib.sha256()
+        if conversion:
+            digest.update(json.dumps(conversion, sort_keys=True).encode())
         paths = self.files if self.dicom_dir is None else _dicom_series_files(self.dicom_dir)
         for path in paths:
             with open(path, "rb") as f:
@@ -135,21 +140,47 @@ def verify_image_file(path: str) -> None:
                 pass
 
 
-def read_unlabeled_input(item: UnlabeledInput, reader_writer_class: type, file_ending: str,
-                         num_channels: int) -> tuple[np.ndarray, dict]:
-    """Read one case with the dataset's reader; returns (c, z, y, x) float32 data and properties."""
+def orientation_code(path: str) -> str | None:
+    """The anatomical orientation of a 3D file's axes as three letters (ITK's LPS convention,
+    e.g. ``LPS``, ``RAS``), read from its header only; None for other dimensions."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(path)
+    reader.ReadImageInformation()
+    if reader.GetDimension() != 3:
+        return None
+    return sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(reader.GetDirection())
+
+
+def dominant_orientation(paths: list[str]) -> str | None:
+    """The orientation most of ``paths`` are stored in (the labelled cases' reference)."""
+    codes = Counter(code for code in map(orientation_code, paths) if code is not None)
+    return codes.most_common(1)[0][0] if codes else None
+
+
+def read_unlabeled_input(item: UnlabeledInput, reader_writer_class: type, file_ending: str, num_channels: int,
+                         orientation: str | None = None) -> tuple[np.ndarray, dict, str | None]:
+    """Read one case with the dataset's reader, first reoriented to ``orientation`` if it is stored
+    otherwise. Returns (c, z, y, x) float32 data, properties, and the orientation it was stored in."""
     reader = reader_writer_class()
     try:
-        if item.dicom_dir is None:
-            for path in item.files:
-                verify_image_file(path)
-            data, properties = reader.read_images(list(item.files))
-        else:
-            image = sitk.ReadImage(list(_dicom_series_files(item.dicom_dir)))
-            with tempfile.TemporaryDirectory() as tmp:
-                converted = os.path.join(tmp, "series" + file_ending)
-                sitk.WriteImage(image, converted, True)
-                data, properties = reader.read_images([converted])
+        with tempfile.TemporaryDirectory() as tmp:
+            images = None
+            if item.dicom_dir is None:
+                for path in item.files:
+                    verify_image_file(path)
+                paths = list(item.files)
+                stored = orientation_code(paths[0])
+            else:
+                images = [sitk.ReadImage(list(_dicom_series_files(item.dicom_dir)))]
+                stored = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(images[0].GetDirection()) \
+                    if images[0].GetDimension() == 3 else None
+            if orientation is not None and stored is not None and stored != orientation:
+                images = [sitk.DICOMOrient(image, orientation) for image in (images or map(sitk.ReadImage, paths))]
+            if images is not None:
+                paths = [os.path.join(tmp, f"channel_{c:04d}{file_ending}") for c in range(len(images))]
+                for image, path in zip(images, paths):
+                    sitk.WriteImage(image, path, True)
+            data, properties = reader.read_images(paths)
     except UnreadableCaseError:
         raise
     except NonFiniteVoxelsError as e:
@@ -167,4 +198,4 @@ def read_unlabeled_input(item: UnlabeledInput, reader_writer_class: type, file_e
         raise UnreadableCaseError(f"{item.source}: contains NaN or infinite voxels")
     if all(float(np.ptp(channel)) == 0.0 for channel in data):
         raise UnreadableCaseError(f"{item.source}: every voxel has the same value; nothing to learn from")
-    return data, properties
+    return data, properties, stored

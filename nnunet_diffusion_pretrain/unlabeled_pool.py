@@ -24,16 +24,21 @@ from typing import Iterator
 import blosc2
 import numpy as np
 from nnunetv2.training.dataloading.nnunet_dataset import comp_blosc2_params
+from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from tqdm import tqdm
 
 from nnunet_diffusion_pretrain.errors import UserFacingError
+from nnunet_diffusion_pretrain.hu_window import HUWindow
 from nnunet_diffusion_pretrain.planned_dataset import PlannedDataset
+from nnunet_diffusion_pretrain.pool_checks import LabelledReference, intensity_figures, mismatch
 from nnunet_diffusion_pretrain.unlabeled_inputs import (IMAGE_FILE_ENDINGS, UnlabeledInput, UnreadableCaseError,
-                                                        discover_unlabeled_inputs, read_unlabeled_input)
+                                                        discover_unlabeled_inputs, dominant_orientation,
+                                                        read_unlabeled_input)
 
 POOL_ENV = "nnUNet_diffusion_pool"
 MANIFEST = "pool.json"
+MAX_REFERENCE_CASES = 20  # labelled cases measured for the pool checks (evenly spaced)
 
 
 def pool_root() -> Path:
@@ -81,7 +86,8 @@ class PoolManifest:
     folder: Path
     dataset_name: str
     fingerprint: dict
-    cases: dict[str, dict] = field(default_factory=dict)  # case_id -> {"sha256", "sources", "shape"}
+    cases: dict[str, dict] = field(default_factory=dict)  # case_id -> {"sha256", "sources", "shape", "checks"}
+    reference: dict | None = None  # the labelled cases' orientation and intensity figures (pool checks)
 
     @classmethod
     def open(cls, dataset: PlannedDataset, create: bool) -> "PoolManifest":
@@ -100,11 +106,11 @@ class PoolManifest:
             changed = sorted(k for k in fingerprint if stored["fingerprint"].get(k) != fingerprint[k])
             raise UserFacingError(f"the pool in {folder} was preprocessed under other plans (differs in: "
                                   f"{', '.join(changed)}); move it away and add the unlabeled scans again")
-        return cls(folder, stored["dataset_name"], fingerprint, stored["cases"])
+        return cls(folder, stored["dataset_name"], fingerprint, stored["cases"], stored.get("reference"))
 
     def save(self) -> None:
         _write_json(self.folder / MANIFEST, {"dataset_name": self.dataset_name, "fingerprint": self.fingerprint,
-                                             "cases": self.cases})
+                                             "reference": self.reference, "cases": self.cases})
 
     def known_hashes(self) -> set[str]:
         return {c["sha256"] for c in self.cases.values()}
@@ -116,6 +122,25 @@ class PoolManifest:
         return wanted if wanted not in self.cases else f"{wanted}_{sha256[:8]}"
 
 
+def labelled_reference(dataset: PlannedDataset) -> dict:
+    """The labelled training images' dominant orientation and intensity figures (``pool_checks``),
+    read from the raw dataset with the dataset's own reader: what every unlabeled scan is held to."""
+    raw = Path(os.environ.get("nnUNet_raw", "")) / dataset.name
+    if not os.environ.get("nnUNet_raw") or not raw.is_dir():
+        raise UserFacingError(f"the labelled images of {dataset.name} are needed to check unlabeled scans against "
+                              f"them, but {raw} does not exist; set nnUNet_raw as for planning")
+    cases = get_filenames_of_train_images_and_targets(str(raw), dataset.dataset_json)
+    keys = sorted(cases)
+    chosen = [keys[i] for i in np.unique(np.linspace(0, len(keys) - 1, min(len(keys), MAX_REFERENCE_CASES)).astype(int))]
+    pm, cm = dataset.plans_manager, dataset.configuration_manager
+    figures = []
+    for key in tqdm(chosen, desc="measuring labelled cases", unit="case"):
+        data, _ = pm.image_reader_writer_class().read_images(cases[key]["images"])
+        figures.append(intensity_figures(data, pm, cm))
+    return {"orientation": dominant_orientation([cases[k]["images"][0] for k in keys]),
+            **LabelledReference.from_figures(figures).to_dict()}
+
+
 @dataclass(frozen=True)
 class _StageJob:
     item: UnlabeledInput
@@ -124,13 +149,28 @@ class _StageJob:
     dataset_json: dict
     staging: str
     known_hashes: frozenset
+    reference: dict
+    window: HUWindow | None
+    allow_mismatch: bool
+
+
+def _likely_cause(data: np.ndarray, plans_manager: PlansManager, window: HUWindow | None) -> str:
+    stats = plans_manager.foreground_intensity_properties_per_channel.values()
+    labelled_windowed = all(s["min"] >= 0 and s["max"] <= 255 for s in stats)
+    if window is None and labelled_windowed and float(data.min()) < -500:
+        return ("likely a scan in Hounsfield units while the labelled data is stored windowed to 0..255: convert "
+                "it with --window LO HI, the window the labelled data was made with (e.g. --window -125 275)")
+    if window is not None:
+        return "likely another window than the one the labelled data was made with: check --window"
+    return "likely another modality, unit or window than the labelled cases"
 
 
 def _stage_case(job: _StageJob) -> tuple[str, str]:
     """Preprocess one case into the staging folder. Returns (status, message); runs in a worker."""
     item = job.item
+    conversion = {"window": job.window.to_dict()} if job.window is not None else None
     try:
-        sha = item.content_hash()
+        sha = item.content_hash(conversion)
     except (UnreadableCaseError, OSError) as e:
         return "error", str(e) if isinstance(e, UnreadableCaseError) else f"{item.source}: {e}"
     if sha in job.known_hashes:
@@ -141,9 +181,20 @@ def _stage_case(job: _StageJob) -> tuple[str, str]:
         return "staged", sha
     pm = PlansManager(job.plans)
     cm = pm.get_configuration(job.configuration)
+    reference_orientation = job.reference["orientation"]
     try:
-        data, properties = read_unlabeled_input(item, pm.image_reader_writer_class, job.dataset_json["file_ending"],
-                                                len(job.dataset_json["channel_names"]))
+        data, properties, stored_orientation = read_unlabeled_input(
+            item, pm.image_reader_writer_class, job.dataset_json["file_ending"], len(job.dataset_json["channel_names"]),
+            reference_orientation)
+        cause = None
+        if job.window is not None:
+            data = job.window.apply(data)
+        figures = intensity_figures(data, pm, cm)
+        problem = mismatch(figures, LabelledReference.from_dict(job.reference))
+        if problem:
+            cause = _likely_cause(data, pm, job.window)
+            if not job.allow_mismatch:
+                return "error", f"{item.source}: {problem}; {cause}, or take it anyway with --allow-mismatch"
         preprocessor = cm.preprocessor_class(verbose=False)
         data, _, properties = preprocessor.run_case_npy(data, None, properties, pm, cm, job.dataset_json)
     except UnreadableCaseError as e:
@@ -156,8 +207,12 @@ def _stage_case(job: _StageJob) -> tuple[str, str]:
         data, urlpath=str(p), chunks=chunks, blocks=blocks, mode="w",
         cparams={"codec": blosc2.Codec.LZ4HC, "clevel": 5, "nthreads": 1}))
     _write_atomically(staging / f"{sha}.pkl", lambda p: p.write_bytes(pickle.dumps(properties)))
+    checks = {"figures": figures, "stored_orientation": stored_orientation,
+              "reoriented_to": reference_orientation if stored_orientation not in (None, reference_orientation)
+              else None, "window": conversion and conversion["window"],
+              "mismatch_allowed": f"{problem}; {cause}" if problem else None}
     _write_json(record_file, {"case_id": item.case_id, "sha256": sha, "sources": [item.source],
-                              "shape": list(data.shape)})
+                              "shape": list(data.shape), "checks": checks})
     return "staged", sha
 
 
@@ -175,16 +230,21 @@ class AddReport:
     added: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     committed: bool = True
     disk_bytes: int = 0
 
 
 def add_unlabeled_to_pool(dataset: PlannedDataset, input_folder: Path, num_processes: int = 1,
-                          on_error: str = "abort") -> AddReport:
+                          on_error: str = "abort", window: HUWindow | None = None,
+                          allow_mismatch: bool = False) -> AddReport:
     """Preprocess every new case under ``input_folder`` into the dataset's pool.
 
-    ``on_error='abort'``: if any case cannot be read, nothing of this run enters the pool (its
-    good cases stay staged, so fixing the bad file and re-running only does the rest).
+    Each case is first reoriented to the labelled cases' orientation, converted with ``window`` if
+    given, and checked against the labelled cases (``pool_checks``); a case unlike them is an error
+    unless ``allow_mismatch``.
+    ``on_error='abort'``: if any case cannot be read or is refused, nothing of this run enters the
+    pool (its good cases stay staged, so fixing the bad file and re-running only does the rest).
     ``on_error='skip'``: the readable cases go in; the others are reported.
     """
     if on_error not in ("abort", "skip"):
@@ -193,12 +253,15 @@ def add_unlabeled_to_pool(dataset: PlannedDataset, input_folder: Path, num_proce
     if not inputs and not problems:
         raise UserFacingError(f"no images ({', '.join(IMAGE_FILE_ENDINGS)}) or DICOM series found in {input_folder}")
     manifest = PoolManifest.open(dataset, create=True)
+    if manifest.reference is None:
+        manifest.reference = labelled_reference(dataset)
+        manifest.save()
     staging = manifest.folder / ".staging"
     staging.mkdir(exist_ok=True)
     report = AddReport(manifest.folder, errors=list(problems))
     known = frozenset(manifest.known_hashes())
-    jobs = [_StageJob(item, dataset.plans, dataset.configuration, dataset.dataset_json, str(staging), known)
-            for item in inputs]
+    jobs = [_StageJob(item, dataset.plans, dataset.configuration, dataset.dataset_json, str(staging), known,
+                      manifest.reference, window, allow_mismatch) for item in inputs]
     staged: list[str] = []
     for status, message in tqdm(_run_jobs(jobs, num_processes), total=len(jobs), desc="preprocessing unlabeled",
                                 unit="case"):
@@ -225,7 +288,11 @@ def _commit_staged(manifest: PoolManifest, staging: Path, hashes: list[str], rep
             # a run killed after this move but before the manifest write left the file moved already
             if (staging / f"{sha}{suffix}").exists() or not (manifest.folder / f"{case_id}{suffix}").exists():
                 os.replace(staging / f"{sha}{suffix}", manifest.folder / f"{case_id}{suffix}")
-        manifest.cases[case_id] = {k: record[k] for k in ("sha256", "sources", "shape")}
+        checks = record.get("checks") or {}  # staged by a version before the pool checks: none
+        manifest.cases[case_id] = {**{k: record[k] for k in ("sha256", "sources", "shape")}, "checks": checks}
+        if checks.get("mismatch_allowed"):
+            report.warnings.append(f"{', '.join(record['sources'])}: taken with --allow-mismatch although "
+                                   f"{checks['mismatch_allowed']}")
         known.add(sha)
         report.added.append(case_id)
     if report.added:

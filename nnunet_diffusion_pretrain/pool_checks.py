@@ -1,0 +1,113 @@
+"""Does an unlabeled scan look, after the dataset's own normalisation, like the labelled cases?
+
+The pretraining pool only helps if its images share the labelled images' representation. A raw-HU
+scan added to a dataset stored windowed to 0..255 passes every read check, yet nnU-Net's CT
+normalisation of that dataset clips almost all of its body to the two fingerprint bounds: the
+model would learn flat slices. Two figures per channel catch this, each measured on the body
+voxels (brighter than the image's Otsu threshold, taken above its minimum so that scanner padding
+and windowed-out air do not count as a tissue class) after the dataset's normalisation:
+
+- ``clipped``: the fraction of body voxels at either clip bound (CT normalisation only; per-image
+  schemes such as MR z-scoring do not clip);
+- ``median_z``: the body voxels' median in normalised units (every scheme).
+
+A scan is refused when its clipped fraction exceeds the labelled cases' highest by more than
+``CLIPPED_MARGIN``, or its median lies more than ``MEDIAN_MARGIN`` normalised units outside the
+labelled cases' range. Measured on ../shared/data (abdomen_ct_btcv6 as the labelled dataset):
+labelled cases 5-9 % clipped, body median -1.05 to +0.11 (contrast-enhanced); raw-HU scans 89-94 %
+clipped, median -4.2 (the lower bound); the same scans windowed to [-125, 275] HU 3-12 % clipped,
+median -2.2 to -1.4 (non-contrast, so darker organs: the median margin leaves room for that).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import nnunetv2
+import numpy as np
+from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
+from skimage.filters import threshold_otsu
+
+CLIPPED_MARGIN = 0.25
+MEDIAN_MARGIN = 2.0
+CLIPPING_SCHEME = "CTNormalization"
+_OTSU_SAMPLE = 2_000_000  # voxels; the threshold of a large scan from an even subsample
+
+
+def body_mask(image: np.ndarray) -> np.ndarray:
+    """Voxels above the image's Otsu threshold, computed over the voxels above its minimum."""
+    above = image[image > image.min()]
+    if above.size == 0:
+        return np.zeros(image.shape, dtype=bool)
+    sample = above[:: max(1, above.size // _OTSU_SAMPLE)]
+    return image > threshold_otsu(sample) if np.ptp(sample) > 0 else image >= sample[0]
+
+
+def _normalizer(scheme: str, use_mask: bool, properties: dict):
+    cls = recursive_find_python_class(str(Path(nnunetv2.__path__[0]) / "preprocessing" / "normalization"), scheme,
+                                      "nnunetv2.preprocessing.normalization")
+    return cls(use_mask_for_norm=use_mask, intensityproperties=properties)
+
+
+def intensity_figures(data: np.ndarray, plans_manager: PlansManager, configuration_manager: ConfigurationManager
+                      ) -> list[dict]:
+    """Per channel of ``data`` (c, z, y, x), in the dataset's stored units: ``clipped`` (None where
+    the scheme does not clip) and ``median_z``."""
+    figures = []
+    properties = plans_manager.foreground_intensity_properties_per_channel
+    for c, scheme in enumerate(configuration_manager.normalization_schemes):
+        image = np.asarray(data[c], dtype=np.float32)
+        body = body_mask(image)
+        if not body.any():
+            body = np.ones(image.shape, dtype=bool)
+        p = properties.get(str(c), {})
+        normalised = _normalizer(scheme, configuration_manager.use_mask_for_norm[c], p).run(
+            image.copy(), np.zeros(image.shape, dtype=np.int8))[body]
+        clipped = None
+        if scheme == CLIPPING_SCHEME:
+            std = max(p["std"], 1e-8)
+            low, high = (p["percentile_00_5"] - p["mean"]) / std, (p["percentile_99_5"] - p["mean"]) / std
+            tol = 1e-4 * max(1.0, high - low)
+            clipped = float(np.mean((normalised <= low + tol) | (normalised >= high - tol)))
+        figures.append({"clipped": clipped, "median_z": float(np.median(normalised))})
+    return figures
+
+
+@dataclass(frozen=True)
+class LabelledReference:
+    """The labelled cases' figures: per channel, [lowest, highest] of each, over ``num_cases``."""
+    channels: list[dict]
+    num_cases: int
+
+    @classmethod
+    def from_figures(cls, per_case: list[list[dict]]) -> "LabelledReference":
+        channels = []
+        for c in range(len(per_case[0])):
+            values = [case[c] for case in per_case]
+            clipped = [v["clipped"] for v in values if v["clipped"] is not None]
+            channels.append({"clipped": [min(clipped), max(clipped)] if clipped else None,
+                             "median_z": [min(v["median_z"] for v in values), max(v["median_z"] for v in values)]})
+        return cls(channels, len(per_case))
+
+    def to_dict(self) -> dict:
+        return {"channels": self.channels, "num_cases": self.num_cases}
+
+    @classmethod
+    def from_dict(cls, stored: dict) -> "LabelledReference":
+        return cls(stored["channels"], stored["num_cases"])
+
+
+def mismatch(figures: list[dict], reference: LabelledReference) -> str | None:
+    """What makes a scan unlike the labelled cases, in words, or None when it is alike."""
+    for c, (scan, ref) in enumerate(zip(figures, reference.channels)):
+        channel = f" (channel {c})" if len(figures) > 1 else ""
+        if scan["clipped"] is not None and ref["clipped"] is not None \
+                and scan["clipped"] > ref["clipped"][1] + CLIPPED_MARGIN:
+            return (f"{scan['clipped']:.0%} of its body voxels{channel} are clipped flat by the dataset's CT "
+                    f"normalisation (labelled cases: {ref['clipped'][0]:.0%}-{ref['clipped'][1]:.0%})")
+        low, high = ref["median_z"]
+        if not low - MEDIAN_MARGIN <= scan["median_z"] <= high + MEDIAN_MARGIN:
+            return (f"its body's median intensity{channel} is {scan['median_z']:+.2f} after the dataset's "
+                    f"normalisation (labelled cases: {low:+.2f} to {high:+.2f})")
+    return None
