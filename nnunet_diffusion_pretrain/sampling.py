@@ -51,7 +51,7 @@ def sample_images(model: nn.Module, settings: DiffusionSettings, shape: tuple[in
     return torch.cat(batches)
 
 
-def _display_slice(sample: np.ndarray) -> np.ndarray:
+def display_slice(sample: np.ndarray) -> np.ndarray:
     """First channel; the middle slice of 3D samples."""
     image = sample[0]
     return image[image.shape[0] // 2] if image.ndim == 3 else image
@@ -93,7 +93,7 @@ def plot_sample_grid(samples: np.ndarray, path: Path, real_patches: np.ndarray |
     for label, group in rows:
         for i, sample in enumerate(group):
             ax = axes[row + i // columns, i % columns]
-            ax.imshow(_display_slice(sample), cmap="gray", vmin=vmin, vmax=vmax)
+            ax.imshow(display_slice(sample), cmap="gray", vmin=vmin, vmax=vmax)
             ax.set_title(f"{label} {i}", fontsize=8)
         row += int(np.ceil(len(group) / columns))
     fig.suptitle(title, fontsize=9)

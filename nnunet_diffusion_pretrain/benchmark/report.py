@@ -307,7 +307,9 @@ def _markdown(meta: dict, summary: dict, state: dict, runs: list[TrainingRun], p
              f"2D slices)" + (f"; reduced, inherits from `2d`: {preset['reduced']}" if preset["reduced"] else "") + ".",
              f"- Diffusion pretraining (`{state['settings'].get('pretrainer', PRETRAINER)}`): "
              f"{preset['pretrain_epochs']} x {preset['pretrain_iterations']} iterations on "
-             f"the images of all non-held-out cases + unlabeled scans {state['settings']['unlabeled'] or '(none)'}.",
+             f"the images of all non-held-out cases + unlabeled scans {state['settings']['unlabeled'] or '(none)'}"
+             + (f", converted with --window {' '.join(f'{v:g}' for v in state['settings']['window'])}"
+                if state["settings"].get("window") else "") + ".",
              f"- Every segmentation run: {segmentation_epochs(state)} epochs x {preset['finetune_iterations']} "
              f"iterations (same for every method), nnU-Net's final validation on the held-out cases "
              f"(sliding window, mirroring TTA, same for every method).",

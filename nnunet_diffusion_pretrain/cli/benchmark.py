@@ -63,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="dataset ID in the work folder (with --convert); default: the converter's")
     parser.add_argument("--unlabeled", type=Path, nargs="*", default=[],
                         help="folders of unlabeled scans for the pretraining pool (besides the training cases' images)")
+    parser.add_argument("--window", nargs=2, type=float, metavar=("LO", "HI"), default=None,
+                        help="convert the --unlabeled scans from Hounsfield units with this window before they join "
+                             "the pool (see nnUNetv2_diffusion_add_unlabeled --window)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="default cpu")
     parser.add_argument("--num-held-out", type=int, default=None, help="held-out cases; default 20%% of the cases")
     parser.add_argument("--num-labeled", type=int, nargs="*", default=None, help="volume budgets (preset's default)")
@@ -132,7 +135,8 @@ class Benchmark:
         self.state_file = work / STATE_FILE
         self.state = json.loads(self.state_file.read_text()) if self.state_file.is_file() else {"phases": {}, "runs": {}}
         settings = {"preset": preset.as_dict(), "seed": args.seed, "num_held_out": args.num_held_out,
-                    "unlabeled": sorted(str(p.resolve()) for p in args.unlabeled), "pretrainer": args.pretrainer}
+                    "unlabeled": sorted(str(p.resolve()) for p in args.unlabeled), "pretrainer": args.pretrainer,
+                    "window": args.window}
         fixed = ("pretrain_epochs", "pretrain_iterations", "finetune_epochs", "finetune_iterations", "configuration",
                  "budget_doublings", "calibration_runs")
         old = self.state.get("settings")
@@ -143,8 +147,9 @@ class Benchmark:
                 before["calibration_runs"] = settings["preset"]["calibration_runs"]  # no calibration: irrelevant
             changed = [f"{k} {before[k]} -> {settings['preset'][k]}" for k in fixed
                        if before[k] != settings["preset"][k]]
-            earlier = {"pretrainer": PRETRAINER, **old}  # work folders older than 0.7.0 had no other
-            changed += [f"{k} {earlier[k]} -> {settings[k]}" for k in ("seed", "num_held_out", "pretrainer")
+            # work folders older than 0.7.0 had no other pretrainer, older than 0.8.0 no window
+            earlier = {"pretrainer": PRETRAINER, "window": None, **old}
+            changed += [f"{k} {earlier[k]} -> {settings[k]}" for k in ("seed", "num_held_out", "pretrainer", "window")
                         if earlier[k] != settings[k]]
             if changed:
                 raise UserFacingError(f"{work} holds a benchmark with other settings ({'; '.join(changed)}); use "
@@ -294,7 +299,8 @@ def _pretrain(bench: Benchmark, all_fold: int) -> Path:
         for folder in bench.args.unlabeled:
             bench.phase("pool", f"add {folder} to the unlabeled pool", [
                 console_script("nnUNetv2_diffusion_add_unlabeled"), "-d", str(bench.dataset_id), "-c",
-                preset.configuration, "-p", AXIAL_PLANS, "-i", str(folder), "-np", str(bench.args.np)])
+                preset.configuration, "-p", AXIAL_PLANS, "-i", str(folder), "-np", str(bench.args.np),
+                *(["--window", *(f"{v:g}" for v in bench.args.window)] if bench.args.window else [])])
         resume = ["--c"] if any((fold / f"checkpoint_{k}.pth").is_file() for k in ("final", "latest")) else []
         bench.phase("pretraining", f"diffusion pretraining, {preset.pretrain_epochs} x {preset.pretrain_iterations} "
                     f"iterations, on the images of fold {all_fold} (held-out cases unseen) + the unlabeled pool", [

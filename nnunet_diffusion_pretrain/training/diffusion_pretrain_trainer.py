@@ -19,7 +19,6 @@ from batchgenerators.utilities.file_and_folder_operations import join
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.collate_outputs import collate_outputs
 from nnunetv2.utilities.helpers import dummy_context
-from nnunetv2.utilities.label_handling.label_handling import LabelManager
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from torch import autocast, distributed as dist, nn
 from torch._dynamo import OptimizedModule
@@ -31,8 +30,9 @@ from nnunet_diffusion_pretrain.errors import UserFacingError
 from nnunet_diffusion_pretrain.input_range import unit_range_mapping
 from nnunet_diffusion_pretrain.noise_schedule import DiffusionSettings, denoising_loss
 from nnunet_diffusion_pretrain.planned_dataset import PlannedDataset
-from nnunet_diffusion_pretrain.pretraining_data import (PretrainingImages, center_patches,
-                                                        generative_training_transforms, split_pool)
+from nnunet_diffusion_pretrain.pretraining_data import (NO_LABELS, ROTATION, PretrainingImages, center_patches,
+                                                        dummy_2d_augmentation, generative_training_transforms,
+                                                        split_pool)
 from nnunet_diffusion_pretrain.pretraining_record import RECORD_KEY, pretraining_record, record_mismatches
 from nnunet_diffusion_pretrain.sampling import sample_images, write_sample_grid
 from nnunet_diffusion_pretrain.time_conditioning import TimeConditionedUNet, strip_unused_heads
@@ -56,7 +56,7 @@ class nnUNetTrainerDiffusionPretrain(nnUNetTrainer):
         self.weight_decay = 0.0
         self.enable_deep_supervision = False
         self.oversample_foreground_percent = 0.0  # no labels: patches are drawn uniformly
-        self.label_manager = LabelManager({"background": 0}, regions_class_order=None)
+        self.label_manager = NO_LABELS
         self.noise_scheduler = self.diffusion_settings.ddpm_scheduler()
         self.ema = None
         self.best_heldout_loss = None
@@ -102,10 +102,11 @@ class nnUNetTrainerDiffusionPretrain(nnUNetTrainer):
     # ---- data ----------------------------------------------------------------------------------
     def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
         """Patches are cut at their final size and rotated at most 15 degrees (border replicated),
-        so no padding at stock nnU-Net's value 0 (mid-grey after CT normalisation) enters a corner."""
-        _, do_dummy_2d, _, mirror_axes = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
-        rotation = (-15. / 360 * 2. * np.pi, 15. / 360 * 2. * np.pi)
-        return rotation, do_dummy_2d, list(self.configuration_manager.patch_size), mirror_axes
+        so no padding at stock nnU-Net's value 0 (mid-grey after CT normalisation) enters a corner;
+        cases smaller than the patch come padded with their background (``PretrainingImages``)."""
+        _, _, _, mirror_axes = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        patch_size = list(self.configuration_manager.patch_size)
+        return ROTATION, dummy_2d_augmentation(patch_size), patch_size, mirror_axes
 
     @staticmethod
     def get_training_transforms(patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes,
@@ -127,8 +128,9 @@ class nnUNetTrainerDiffusionPretrain(nnUNetTrainer):
             return self.dataset_class(self.preprocessed_dataset_folder, list(keys)) if keys else None
 
         labelled_val = [] if self.fold == "all" else val_keys
-        dataset_tr = PretrainingImages(labelled(tr_keys), pool, pool_train)
-        dataset_val = PretrainingImages(labelled(labelled_val), pool, pool_held_out)
+        patch_size = self.configuration_manager.patch_size
+        dataset_tr = PretrainingImages(labelled(tr_keys), pool, pool_train, patch_size)
+        dataset_val = PretrainingImages(labelled(labelled_val), pool, pool_held_out, patch_size)
         if len(dataset_val) == 0:
             self.print_to_log_file("WARNING: no held-out images (add at least two unlabeled scans to the pool); "
                                    "the 'held-out' loss is measured on training images")
