@@ -16,9 +16,10 @@ from nnunet_diffusion_pretrain.checkpoint_io import load_checkpoint_safely, save
 from nnunet_diffusion_pretrain.errors import UserFacingError
 from nnunet_diffusion_pretrain.input_range import unit_range_mapping
 from nnunet_diffusion_pretrain.noise_schedule import DiffusionSettings, denoising_loss, predicted_clean_image
-from nnunet_diffusion_pretrain.pretraining_data import split_pool
+from nnunet_diffusion_pretrain.pretraining_data import PretrainingImages, pretraining_loader, split_pool
 from nnunet_diffusion_pretrain.pretraining_record import RECORD_KEY
 from nnunet_diffusion_pretrain.training import nnUNetTrainerDiffusionPretrain
+from nnunet_diffusion_pretrain.unlabeled_pool import PoolManifest
 
 TRAINER = "nnUNetTrainerDiffusionPretrain"
 
@@ -196,3 +197,24 @@ def test_pretraining_really_learns_to_denoise_held_out_images(nnunet_env, planne
                   for name, net in (("trained", trained), ("untrained", untrained))}
     assert losses["trained"] < 0.5 * losses["untrained"], losses
     assert errors["trained"] < 0.5 * errors["untrained"], errors
+
+
+def test_slice_narrower_than_the_patch_is_padded_with_its_background_value(tmp_path):
+    """A normalised CT case whose air sits at the lower clip bound (-3.2) and whose slices are 20
+    columns narrower than the patch: every patch the trainer's loader cuts shows air beside the
+    body, never stock nnU-Net's 0 (mid-grey tissue after CT normalisation)."""
+    air, tissue = np.float32(-3.2), np.float32(0.7)
+    case = np.full((1, 4, 48, 28), air, dtype=np.float32)
+    case[:, :, 8:40, 6:22] = tissue
+    blosc2.asarray(case, urlpath=str(tmp_path / "narrow.b2nd"), mode="w")
+    pool = PoolManifest(tmp_path, "Dataset999_Narrow", {}, {"narrow": {}})
+    images = PretrainingImages(None, pool, ["narrow"], patch_size=[48, 48])
+    padded = images.load_case("pool/narrow")[0]
+    assert padded.shape == (1, 4, 48, 48)
+    np.testing.assert_array_equal(padded[..., :10], air)
+    np.testing.assert_array_equal(padded[..., 10:38], case)
+    np.testing.assert_array_equal(padded[..., 38:], air)
+    np.random.seed(0)
+    batch = next(pretraining_loader(images, [48, 48], 8))["data"].numpy()
+    assert batch.shape == (8, 1, 48, 48)
+    np.testing.assert_allclose(batch[..., :3], air, atol=1e-4)  # rotation <= 15 deg, scaling <= 1.15 keep these

@@ -6,6 +6,7 @@ import pickle
 from pathlib import Path
 
 import blosc2
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -156,3 +157,27 @@ def test_unplanned_dataset_and_missing_configuration_are_clear_errors(pool_env, 
     assert config.returncode == 1 and "configuration '3d_lowres' is not in nnUNetPlans.json" in config.stderr
     unplanned = add(pool_env, planned_phantom["id"], planned_phantom["unlabeled"], "-p", "OtherPlans", check=False)
     assert unplanned.returncode == 1 and "run nnUNetv2_plan_and_preprocess -d 991 first" in unplanned.stderr
+
+
+def test_preview_draws_one_row_per_source(pool_env, planned_phantom, filled_pool, tmp_path):
+    """The labelled cases and each pool scan (4, or more after other tests of this module): one row
+    of 3 patches each in one PNG, refused to overwrite."""
+    rows = 1 + len(json.loads((pool_dir(pool_env, planned_phantom) / "pool.json").read_text())["cases"])
+    preview = tmp_path / "preview.png"
+    args = [command("nnUNetv2_diffusion_pool_preview"), "-d", str(planned_phantom["id"]), "-c", "2d", "-n", "3",
+            "-o", str(preview)]
+    result = run(args, pool_env)
+    assert rows >= 5 and f"{rows} source(s), 3 patch(es) each" in result.stdout
+    height, width = plt.imread(preview).shape[:2]
+    assert (height, width) == (round((2.0 * rows + 0.5) * 90), round(1.8 * 3 * 90)), "one row per source"
+    again = run(args, pool_env, check=False)
+    assert again.returncode == 1 and again.stderr.startswith("ERROR:") and "--overwrite" in again.stderr
+
+
+def test_phantom_scans_pass_the_pool_checks_and_are_recorded(pool_env, planned_phantom, filled_pool):
+    manifest = json.loads((pool_dir(pool_env, planned_phantom) / "pool.json").read_text())
+    low, high = manifest["reference"]["channels"][0]["clipped"]
+    for case in manifest["cases"].values():
+        figures = case["checks"]["figures"][0]
+        assert figures["clipped"] is not None and figures["clipped"] <= high + 0.25
+        assert case["checks"]["mismatch_allowed"] is None and case["checks"]["window"] is None
