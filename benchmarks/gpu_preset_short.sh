@@ -21,7 +21,7 @@ export nnUNet_compile=f nnUNet_n_proc_DA="${nnUNet_n_proc_DA:-12}" nnUNet_def_n_
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/benchmark.log"
 timeout "$LIMIT" nnUNetv2_diffusion_benchmark --preset gpu --convert btcv6_subset -i "$DATA/abdomen_ct_btcv6" \
-  --unlabeled "$DATA/unlabeled_ct" --num-held-out 3 --num-labeled $NUM_LABELED --num-labeled-slices 4 --repeats 1 \
+  --unlabeled "$DATA/unlabeled_ct" --window -125 275 --num-held-out 3 --num-labeled $NUM_LABELED --num-labeled-slices 4 --repeats 1 \
   --seed "$SEED" --synthetic-images 0 --pretrain-epochs "$PRETRAIN_EPOCHS" --finetune-epochs "$FINETUNE_EPOCHS" \
   --iterations-per-epoch "$ITERATIONS" -device cuda -np 8 -w "$WORK" -o "$OUT/report" 2>&1 \
   | grep --line-buffered -v -E "it/s\]|s/it\]" | tee -a "$OUT/benchmark.log"

@@ -240,5 +240,7 @@ def test_benchmark_command_end_to_end_kill_and_resume(nnunet_env, tmp_path):
     other = run([*args, "--pretrainer", "nnUNetTrainerDiffusionPretrain_cosine"], nnunet_env, check=False)
     assert other.returncode != 0 and "(pretrainer nnUNetTrainerDiffusionPretrain -> " \
         "nnUNetTrainerDiffusionPretrain_cosine)" in other.stderr
+    windowed = run([*args, "--window", "-125", "275"], nnunet_env, check=False)
+    assert windowed.returncode != 0 and "(window None -> [-125.0, 275.0])" in windowed.stderr
     unknown = run([*args, "--pretrainer", "nnUNetTrainerBudget"], nnunet_env, check=False)
     assert unknown.returncode != 0 and "not a diffusion pretraining trainer; one of" in unknown.stderr

@@ -2,7 +2,7 @@
 identical low-label splits and budgets, evaluated on held-out cases with Dice and NSD.
 
     nnUNetv2_diffusion_benchmark --preset cpu --convert btcv6_subset -i ../shared/data/abdomen_ct_btcv6 \\
-        --unlabeled ../shared/data/unlabeled_ct --num-held-out 3 -o benchmarks/results/btcv6_cpu
+        --unlabeled ../shared/data/unlabeled_ct --window -125 275 --num-held-out 3 -o benchmarks/results/btcv6_cpu
 
 Steps (each a stock nnU-Net command or one of ours, printed as it runs): conversion, fingerprint,
 axial planning plus the preset's reduced configuration, preprocessing, low-label splits (one
