@@ -69,14 +69,16 @@ def write_preview(rows: list[tuple[str, np.ndarray]], path: Path, title: str) ->
     """PNG grid, one row per source, one intensity window (the labelled row's 0.5/99.5 percentiles)."""
     columns = max(len(batch) for _, batch in rows)
     vmin, vmax = np.percentile(rows[0][1], [0.5, 99.5])
-    fig, axes = plt.subplots(len(rows), columns, figsize=(1.8 * columns, 2.0 * len(rows) + 0.5), squeeze=False)
+    height = 2.0 * len(rows) + 0.75
+    fig, axes = plt.subplots(len(rows), columns, figsize=(1.8 * columns, height), squeeze=False)
     for r, (label, batch) in enumerate(rows):
         for c, ax in enumerate(axes[r]):
             ax.axis("off")
             if c < len(batch):
                 ax.imshow(display_slice(batch[c]), cmap="gray", vmin=vmin, vmax=vmax)
-        axes[r, 0].set_title(label, fontsize=8, loc="left")
+        # row titles may run over the next columns: fitting them would shrink every image
+        axes[r, 0].text(0, 1.04, label, fontsize=8, transform=axes[r, 0].transAxes, va="bottom")
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.75 / height, wspace=0.05, hspace=0.25)
     fig.savefig(path, dpi=90)
     plt.close(fig)
