@@ -30,13 +30,18 @@ class HUWindow:
         return asdict(self)
 
 
+def stored_range(plans_manager: PlansManager) -> tuple[float, float]:
+    """The lowest and highest foreground intensity of the labelled data (the fingerprint's)."""
+    stats = plans_manager.foreground_intensity_properties_per_channel.values()
+    return min(s["min"] for s in stats), max(s["max"] for s in stats)
+
+
 def hu_window(low: float, high: float, output: tuple[float, float] | None, plans_manager: PlansManager) -> HUWindow:
     """The window; without ``output``, 0..255 when the labelled data lies in that range."""
     if not high > low:
         raise UserFacingError(f"--window {low:g} {high:g}: the upper bound must be above the lower")
     if output is None:
-        stats = plans_manager.foreground_intensity_properties_per_channel
-        lowest, highest = min(s["min"] for s in stats.values()), max(s["max"] for s in stats.values())
+        lowest, highest = stored_range(plans_manager)
         if not (lowest >= 0 and highest <= 255):
             raise UserFacingError(f"the labelled data spans {lowest:g}..{highest:g}, not 0..255; give the range "
                                   f"they are stored in with --window-output LO HI")

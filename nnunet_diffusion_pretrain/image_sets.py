@@ -13,13 +13,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nnunetv2
 import numpy as np
 import SimpleITK as sitk
 import torch
-from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
 
 from nnunet_diffusion_pretrain.errors import UserFacingError
+from nnunet_diffusion_pretrain.intensity_mapping import dataset_normalization
 from nnunet_diffusion_pretrain.planned_dataset import PlannedDataset
 
 IMAGE_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
@@ -97,10 +96,8 @@ def nnunet_normalised(slices: np.ndarray, dataset: PlannedDataset) -> torch.Tens
         raise UserFacingError(f"{dataset.name} has {dataset.num_input_channels} input channels; the image-quality "
                               f"metrics support single-channel datasets")
     cm = dataset.configuration_manager
-    scheme = recursive_find_python_class(str(Path(nnunetv2.__path__[0]) / "preprocessing" / "normalization"),
-                                         cm.normalization_schemes[0], "nnunetv2.preprocessing.normalization")
-    normalizer = scheme(use_mask_for_norm=cm.use_mask_for_norm[0],
-                        intensityproperties=dataset.plans["foreground_intensity_properties_per_channel"]["0"])
+    normalizer = dataset_normalization(cm.normalization_schemes[0], cm.use_mask_for_norm[0],
+                                       dataset.plans["foreground_intensity_properties_per_channel"]["0"])
     out = np.empty_like(slices)
     for i, image in enumerate(slices):  # slice by slice: per-image schemes (MRI z-score) see one slice, as samples do
         out[i] = normalizer.run(image.copy(), np.zeros(image.shape, dtype=np.int8))

@@ -9,9 +9,22 @@ caller is told so.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
+import nnunetv2
 import numpy as np
+from nnunetv2.preprocessing.normalization.default_normalization_schemes import ImageNormalization
+from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
 
 INVERTIBLE = "CTNormalization"
+
+
+def dataset_normalization(scheme: str, use_mask_for_norm: bool, intensity_properties: dict) -> ImageNormalization:
+    """nnU-Net's normalisation object for one channel of a configuration (its scheme name, mask
+    flag and the plans' foreground intensity properties of that channel)."""
+    cls = recursive_find_python_class(str(Path(nnunetv2.__path__[0]) / "preprocessing" / "normalization"), scheme,
+                                      "nnunetv2.preprocessing.normalization")
+    return cls(use_mask_for_norm=use_mask_for_norm, intensityproperties=intensity_properties)
 
 
 def to_dataset_intensities(images: np.ndarray, schemes: list[str], properties: dict[str, dict]

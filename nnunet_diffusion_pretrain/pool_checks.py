@@ -21,13 +21,13 @@ median -2.2 to -1.4 (non-contrast, so darker organs: the median margin leaves ro
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-import nnunetv2
 import numpy as np
-from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from skimage.filters import threshold_otsu
+
+from nnunet_diffusion_pretrain.hu_window import HUWindow, stored_range
+from nnunet_diffusion_pretrain.intensity_mapping import dataset_normalization
 
 CLIPPED_MARGIN = 0.25
 MEDIAN_MARGIN = 2.0
@@ -44,12 +44,6 @@ def body_mask(image: np.ndarray) -> np.ndarray:
     return image > threshold_otsu(sample) if np.ptp(sample) > 0 else image >= sample[0]
 
 
-def _normalizer(scheme: str, use_mask: bool, properties: dict):
-    cls = recursive_find_python_class(str(Path(nnunetv2.__path__[0]) / "preprocessing" / "normalization"), scheme,
-                                      "nnunetv2.preprocessing.normalization")
-    return cls(use_mask_for_norm=use_mask, intensityproperties=properties)
-
-
 def intensity_figures(data: np.ndarray, plans_manager: PlansManager, configuration_manager: ConfigurationManager
                       ) -> list[dict]:
     """Per channel of ``data`` (c, z, y, x), in the dataset's stored units: ``clipped`` (None where
@@ -62,7 +56,7 @@ def intensity_figures(data: np.ndarray, plans_manager: PlansManager, configurati
         if not body.any():
             body = np.ones(image.shape, dtype=bool)
         p = properties.get(str(c), {})
-        normalised = _normalizer(scheme, configuration_manager.use_mask_for_norm[c], p).run(
+        normalised = dataset_normalization(scheme, configuration_manager.use_mask_for_norm[c], p).run(
             image.copy(), np.zeros(image.shape, dtype=np.int8))[body]
         clipped = None
         if scheme == CLIPPING_SCHEME:
@@ -111,3 +105,14 @@ def mismatch(figures: list[dict], reference: LabelledReference) -> str | None:
             return (f"its body's median intensity{channel} is {scan['median_z']:+.2f} after the dataset's "
                     f"normalisation (labelled cases: {low:+.2f} to {high:+.2f})")
     return None
+
+
+def likely_cause(data: np.ndarray, plans_manager: PlansManager, window: HUWindow | None) -> str:
+    """The probable reason a scan is unlike the labelled cases, and what to do about it."""
+    lowest, highest = stored_range(plans_manager)
+    if window is None and lowest >= 0 and highest <= 255 and float(data.min()) < -500:
+        return ("likely a scan in Hounsfield units while the labelled data is stored windowed to 0..255: convert "
+                "it with --window LO HI, the window the labelled data was made with (e.g. --window -125 275)")
+    if window is not None:
+        return "likely another window than the one the labelled data was made with: check --window"
+    return "likely another modality, unit or window than the labelled cases"

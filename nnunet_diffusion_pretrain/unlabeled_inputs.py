@@ -140,20 +140,25 @@ def verify_image_file(path: str) -> None:
                 pass
 
 
-def orientation_code(path: str) -> str | None:
-    """The anatomical orientation of a 3D file's axes as three letters (ITK's LPS convention,
-    e.g. ``LPS``, ``RAS``), read from its header only; None for other dimensions."""
+def orientation_code(image: sitk.Image | sitk.ImageFileReader) -> str | None:
+    """The anatomical orientation of a 3D image's axes as three letters (ITK's LPS convention,
+    e.g. ``LPS``, ``RAS``); None for other dimensions."""
+    if image.GetDimension() != 3:
+        return None
+    return sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(image.GetDirection())
+
+
+def file_orientation(path: str) -> str | None:
+    """``orientation_code`` of a file, from its header only."""
     reader = sitk.ImageFileReader()
     reader.SetFileName(path)
     reader.ReadImageInformation()
-    if reader.GetDimension() != 3:
-        return None
-    return sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(reader.GetDirection())
+    return orientation_code(reader)
 
 
 def dominant_orientation(paths: list[str]) -> str | None:
     """The orientation most of ``paths`` are stored in (the labelled cases' reference)."""
-    codes = Counter(code for code in map(orientation_code, paths) if code is not None)
+    codes = Counter(code for code in map(file_orientation, paths) if code is not None)
     return codes.most_common(1)[0][0] if codes else None
 
 
@@ -169,11 +174,10 @@ def read_unlabeled_input(item: UnlabeledInput, reader_writer_class: type, file_e
                 for path in item.files:
                     verify_image_file(path)
                 paths = list(item.files)
-                stored = orientation_code(paths[0])
+                stored = file_orientation(paths[0])
             else:
                 images = [sitk.ReadImage(list(_dicom_series_files(item.dicom_dir)))]
-                stored = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(images[0].GetDirection()) \
-                    if images[0].GetDimension() == 3 else None
+                stored = orientation_code(images[0])
             if orientation is not None and stored is not None and stored != orientation:
                 images = [sitk.DICOMOrient(image, orientation) for image in (images or map(sitk.ReadImage, paths))]
             if images is not None:

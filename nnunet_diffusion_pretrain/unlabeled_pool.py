@@ -31,7 +31,7 @@ from tqdm import tqdm
 from nnunet_diffusion_pretrain.errors import UserFacingError
 from nnunet_diffusion_pretrain.hu_window import HUWindow
 from nnunet_diffusion_pretrain.planned_dataset import PlannedDataset
-from nnunet_diffusion_pretrain.pool_checks import LabelledReference, intensity_figures, mismatch
+from nnunet_diffusion_pretrain.pool_checks import LabelledReference, intensity_figures, likely_cause, mismatch
 from nnunet_diffusion_pretrain.unlabeled_inputs import (IMAGE_FILE_ENDINGS, UnlabeledInput, UnreadableCaseError,
                                                         discover_unlabeled_inputs, dominant_orientation,
                                                         read_unlabeled_input)
@@ -154,17 +154,6 @@ class _StageJob:
     allow_mismatch: bool
 
 
-def _likely_cause(data: np.ndarray, plans_manager: PlansManager, window: HUWindow | None) -> str:
-    stats = plans_manager.foreground_intensity_properties_per_channel.values()
-    labelled_windowed = all(s["min"] >= 0 and s["max"] <= 255 for s in stats)
-    if window is None and labelled_windowed and float(data.min()) < -500:
-        return ("likely a scan in Hounsfield units while the labelled data is stored windowed to 0..255: convert "
-                "it with --window LO HI, the window the labelled data was made with (e.g. --window -125 275)")
-    if window is not None:
-        return "likely another window than the one the labelled data was made with: check --window"
-    return "likely another modality, unit or window than the labelled cases"
-
-
 def _stage_case(job: _StageJob) -> tuple[str, str]:
     """Preprocess one case into the staging folder. Returns (status, message); runs in a worker."""
     item = job.item
@@ -192,7 +181,7 @@ def _stage_case(job: _StageJob) -> tuple[str, str]:
         figures = intensity_figures(data, pm, cm)
         problem = mismatch(figures, LabelledReference.from_dict(job.reference))
         if problem:
-            cause = _likely_cause(data, pm, job.window)
+            cause = likely_cause(data, pm, job.window)
             if not job.allow_mismatch:
                 return "error", f"{item.source}: {problem}; {cause}, or take it anyway with --allow-mismatch"
         preprocessor = cm.preprocessor_class(verbose=False)
