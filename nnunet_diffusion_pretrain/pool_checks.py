@@ -9,7 +9,8 @@ and windowed-out air do not count as a tissue class) after the dataset's normali
 
 - ``clipped``: the fraction of body voxels at either clip bound (CT normalisation only; per-image
   schemes such as MR z-scoring do not clip);
-- ``median_z``: the body voxels' median in normalised units (every scheme).
+- ``median_z``: the body voxels' median in normalised units (every scheme); their 5th and 95th
+  percentiles are recorded beside it (``percentiles_z``) for the user to read, not for the decision.
 
 A scan is refused when its clipped fraction exceeds the labelled cases' highest by more than
 ``CLIPPED_MARGIN``, or its median lies more than ``MEDIAN_MARGIN`` normalised units outside the
@@ -47,7 +48,7 @@ def body_mask(image: np.ndarray) -> np.ndarray:
 def intensity_figures(data: np.ndarray, plans_manager: PlansManager, configuration_manager: ConfigurationManager
                       ) -> list[dict]:
     """Per channel of ``data`` (c, z, y, x), in the dataset's stored units: ``clipped`` (None where
-    the scheme does not clip) and ``median_z``."""
+    the scheme does not clip), ``median_z`` and ``percentiles_z`` (5th, 50th, 95th)."""
     figures = []
     properties = plans_manager.foreground_intensity_properties_per_channel
     for c, scheme in enumerate(configuration_manager.normalization_schemes):
@@ -64,7 +65,8 @@ def intensity_figures(data: np.ndarray, plans_manager: PlansManager, configurati
             low, high = (p["percentile_00_5"] - p["mean"]) / std, (p["percentile_99_5"] - p["mean"]) / std
             tol = 1e-4 * max(1.0, high - low)
             clipped = float(np.mean((normalised <= low + tol) | (normalised >= high - tol)))
-        figures.append({"clipped": clipped, "median_z": float(np.median(normalised))})
+        percentiles = [float(v) for v in np.percentile(normalised, [5, 50, 95])]
+        figures.append({"clipped": clipped, "median_z": percentiles[1], "percentiles_z": percentiles})
     return figures
 
 
@@ -81,7 +83,9 @@ class LabelledReference:
             values = [case[c] for case in per_case]
             clipped = [v["clipped"] for v in values if v["clipped"] is not None]
             channels.append({"clipped": [min(clipped), max(clipped)] if clipped else None,
-                             "median_z": [min(v["median_z"] for v in values), max(v["median_z"] for v in values)]})
+                             "median_z": [min(v["median_z"] for v in values), max(v["median_z"] for v in values)],
+                             "percentiles_z": [[min(v["percentiles_z"][i] for v in values),
+                                                max(v["percentiles_z"][i] for v in values)] for i in range(3)]})
         return cls(channels, len(per_case))
 
     def to_dict(self) -> dict:
