@@ -98,6 +98,8 @@ def test_windowed_hu_scan_is_taken_and_looks_like_the_labelled_cases(nnunet_env,
     low, high = manifest["reference"]["channels"][0]["clipped"]
     checks = manifest["cases"]["totalsegmentator_example_ct"]["checks"]
     assert low <= checks["figures"][0]["clipped"] <= high, (checks, low, high)
+    p5, p50, p95 = checks["figures"][0]["percentiles_z"]
+    assert p5 < p50 == checks["figures"][0]["median_z"] < p95
     assert checks["window"] == {"low": -125.0, "high": 275.0, "out_low": 0.0, "out_high": 255.0}
     assert (checks["stored_orientation"], checks["reoriented_to"]) == ("RAS", "LAS")
 
