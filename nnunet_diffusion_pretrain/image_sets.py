@@ -1,6 +1,6 @@
 """Real and generated images brought to the same footing for image-quality metrics.
 
-Matching rule (documented in the README): every file is read with SimpleITK; 3D volumes are cut
+Matching rule (documented in docs/sampling.md): every file is read with SimpleITK; 3D volumes are cut
 into axial slices (array axis 0), 2D samples are one slice. Real images are first resampled
 in-plane (linear) to the generated images' spacing, read from their headers (the sampler writes
 the configuration's spacing), then every slice is centre-cropped or padded (with the slice's
