@@ -37,8 +37,17 @@ def test_a_scan_clipped_beyond_the_labelled_range_is_refused_and_one_inside_is_t
     assert mismatch([{"clipped": 0.12, "median_z": -2.2}], reference) is None  # windowed non-contrast CT
     shifted = mismatch([{"clipped": 0.05, "median_z": 3.5}], reference)
     assert shifted and "median intensity is +3.50" in shifted
-    z_scored = LabelledReference.from_figures([[{"clipped": None, "median_z": 0.2, "percentiles_z": [-1, 0.2, 2]}]])
-    assert mismatch([{"clipped": None, "median_z": 0.4}], z_scored) is None  # MR: no clipping check
+
+def test_z_scored_datasets_hold_the_body_spread_to_the_labelled_range_instead_of_clipping():
+    """Figures as measured on ../shared/data: CHAOS MR volumes under per-image z-scoring (median
+    1.0-2.2, 95th percentile 3.5-4.4) and a raw-HU CT scan under the same scheme (median 0.72, in
+    range; 95th percentile 1.03, far below)."""
+    mr = LabelledReference.from_figures([[{"clipped": None, "median_z": 0.97, "percentiles_z": [0.49, 0.97, 3.52]}],
+                                         [{"clipped": None, "median_z": 2.24, "percentiles_z": [1.11, 2.24, 4.35]}]])
+    assert mr.channels[0]["clipped"] is None
+    assert mismatch([{"clipped": None, "median_z": 1.4, "percentiles_z": [0.7, 1.4, 3.9]}], mr) is None
+    ct = mismatch([{"clipped": None, "median_z": 0.72, "percentiles_z": [0.49, 0.72, 1.03]}], mr)
+    assert ct and "95th percentile is +1.03" in ct and "per-image normalisation" in ct
 
 
 def test_likely_cause_names_the_window_for_hu_scans_in_a_windowed_dataset():
