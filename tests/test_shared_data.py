@@ -166,3 +166,23 @@ def test_one_labelled_real_volume_finetunes_and_validates_on_held_out_volumes(nn
     assert sorted(c["reference_file"].split("/")[-1][:-len(".nii.gz")] for c in summary["metric_per_case"]) == \
         sorted(manifest["held_out"])
     assert set(summary["mean"]) == {"1", "2", "3", "4"}
+
+
+CHAOS = SHARED_DATA / "abdomen_mr_chaos20"
+
+
+@pytest.mark.skipif(not CHAOS.is_dir(), reason=f"real MR scans not available at {CHAOS}")
+def test_mr_dataset_takes_an_mr_scan_and_refuses_a_hu_ct_scan(nnunet_env, tmp_path):
+    """Per-image z-scoring clips nothing: the body's spread (95th percentile) tells the kinds apart."""
+    run([command("nnUNetv2_convert_chaos_mr"), "-i", str(CHAOS), "-d", "502", "-np", "1"], nnunet_env)
+    run([command("nnUNetv2_plan_and_preprocess"), "-d", "502", "-c", "2d", "-np", "2"], nnunet_env)
+    env = dict(nnunet_env, nnUNet_diffusion_pool=str(tmp_path / "pool"))
+    add = [command("nnUNetv2_diffusion_add_unlabeled"), "-d", "502", "-c", "2d", "-i"]
+    refused = run([*add, str(_folder_of(tmp_path, "ct", HU_SCAN))], env, check=False)
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("ERROR:")]
+    assert refused.returncode != 0 and len(errors) == 1 and "95th percentile" in errors[0], refused.stderr
+    taken = run([*add, str(_folder_of(tmp_path, "mr", CHAOS / "image_1.nii.gz"))], env)
+    assert "added 1 case(s)" in taken.stdout
+    case = json.loads((Path(env["nnUNet_diffusion_pool"]) / "Dataset502_CHAOSMR" / "nnUNetPlans_2d" /
+                       "pool.json").read_text())["cases"]["image_1"]
+    assert case["checks"]["figures"][0]["clipped"] is None
