@@ -69,7 +69,7 @@ def write_preview(rows: list[tuple[str, np.ndarray]], path: Path, title: str) ->
     """PNG grid, one row per source, one intensity window (the labelled row's 0.5/99.5 percentiles)."""
     columns = max(len(batch) for _, batch in rows)
     vmin, vmax = np.percentile(rows[0][1], [0.5, 99.5])
-    height = 2.0 * len(rows) + 0.75
+    height = 2.0 * len(rows) + 1.0  # inches; at 90 dpi a whole number of pixels
     fig, axes = plt.subplots(len(rows), columns, figsize=(1.8 * columns, height), squeeze=False)
     for r, (label, batch) in enumerate(rows):
         for c, ax in enumerate(axes[r]):

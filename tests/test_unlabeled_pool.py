@@ -169,7 +169,7 @@ def test_preview_draws_one_row_per_source(pool_env, planned_phantom, filled_pool
     result = run(args, pool_env)
     assert rows >= 5 and f"{rows} source(s), 3 patch(es) each" in result.stdout
     height, width = plt.imread(preview).shape[:2]
-    assert (height, width) == (round((2.0 * rows + 0.75) * 90), round(1.8 * 3 * 90)), "one row per source"
+    assert (height, width) == ((2 * rows + 1) * 90, round(1.8 * 3 * 90)), "one row per source"
     again = run(args, pool_env, check=False)
     assert again.returncode == 1 and again.stderr.startswith("ERROR:") and "--overwrite" in again.stderr
 
