@@ -14,12 +14,14 @@ and windowed-out air do not count as a tissue class) after the dataset's normali
 
 A scan is refused when its clipped fraction exceeds the labelled cases' highest by more than
 ``CLIPPED_MARGIN``, or its median lies more than ``MEDIAN_MARGIN`` normalised units outside the
-labelled cases' range. Per-image schemes (MR z-scoring) clip nothing and centre every image, so
-there the body's 95th percentile (its spread) is held to the labelled range too
-(``UPPER_MARGIN``): on ../shared/data, CHAOS MR volumes 3.5 to 4.4, raw-HU CT scans 1.0 to 1.2. Measured on ../shared/data (abdomen_ct_btcv6 as the labelled dataset):
+labelled cases' range. Measured on ../shared/data (abdomen_ct_btcv6 as the labelled dataset):
 labelled cases 5-9 % clipped, body median -1.05 to +0.11 (contrast-enhanced); raw-HU scans 89-94 %
 clipped, median -4.2 (the lower bound); the same scans windowed to [-125, 275] HU 3-12 % clipped,
-median -2.2 to -1.4 (non-contrast, so darker organs: the median margin leaves room for that).
+median -2.2 to -1.6 (non-contrast, so darker organs: the median margin leaves room for that).
+
+Per-image schemes (MR z-scoring) clip nothing and centre every image, so there the body's 95th
+percentile (its spread) is held to the labelled range too (``UPPER_MARGIN``): on ../shared/data,
+CHAOS MR volumes 3.5 to 4.4, raw-HU CT scans under the same scheme 1.0 to 1.2.
 """
 from __future__ import annotations
 

@@ -131,7 +131,8 @@ def labelled_reference(dataset: PlannedDataset) -> dict:
                               f"them, but {raw} does not exist; set nnUNet_raw as for planning")
     cases = get_filenames_of_train_images_and_targets(str(raw), dataset.dataset_json)
     keys = sorted(cases)
-    chosen = [keys[i] for i in np.unique(np.linspace(0, len(keys) - 1, min(len(keys), MAX_REFERENCE_CASES)).astype(int))]
+    spaced = np.linspace(0, len(keys) - 1, min(len(keys), MAX_REFERENCE_CASES)).astype(int)
+    chosen = [keys[i] for i in np.unique(spaced)]
     pm, cm = dataset.plans_manager, dataset.configuration_manager
     figures = []
     for key in tqdm(chosen, desc="measuring labelled cases", unit="case"):
