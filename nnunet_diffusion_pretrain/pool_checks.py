@@ -10,7 +10,7 @@ and windowed-out air do not count as a tissue class) after the dataset's normali
 - ``clipped``: the fraction of body voxels at either clip bound (CT normalisation only; per-image
   schemes such as MR z-scoring do not clip);
 - ``median_z``: the body voxels' median in normalised units (every scheme); their 5th and 95th
-  percentiles are recorded beside it (``percentiles_z``) for the user to read, not for the decision.
+  percentiles are recorded beside it (``percentiles_z``); the 95th counts for per-image schemes only.
 
 A scan is refused when its clipped fraction exceeds the labelled cases' highest by more than
 ``CLIPPED_MARGIN``, or its median lies more than ``MEDIAN_MARGIN`` normalised units outside the
