@@ -22,7 +22,8 @@ warm-up), validated on more than one training volume and run more than once each
         nnUNetTrainerDiffusionFinetune_noEMA nnUNetTrainerDiffusionFinetune_noWarmup --pretrained CHECKPOINT
 
 and the linear probe's timesteps (``nnUNetTrainerDiffusionLinearProbe`` 50/150/250, ``_t5_25_50``,
-``_t250_500_750``) the same way.
+``_t250_500_750``), the fine-tuning recipes (``_nnssl``, ``_sawtooth``) and the transfer timestep t*
+(``--transfer-timesteps 0 50 250``: each diffusion trainer once per t*) the same way.
 
 Writes benchmarks/results/budget_calibration/<work folder name>[_train<N>][_val<M>]/results.json and
 report.md.
@@ -50,7 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def setting_key(result: dict) -> tuple:
-    return result["trainer"], result["configuration"], result["iterations"]
+    return result["trainer"], result.get("transfer_timestep"), result["configuration"], result["iterations"]
 
 
 def main() -> None:
@@ -67,6 +68,9 @@ def main() -> None:
                         help="labelled training volumes of the calibration fold; default all but the validation ones")
     parser.add_argument("--num-val", type=int, default=1, help="training volumes to validate on; default 1")
     parser.add_argument("--runs", type=int, default=1, help="runs of each (trainer, configuration, budget); default 1")
+    parser.add_argument("--transfer-timesteps", type=int, nargs="+", default=None,
+                        help="t* values (nnUNet_transfer_timestep) to compare for the diffusion trainers; default: "
+                             "the trainers' own")
     args = parser.parse_args()
 
     bench = open_work_folder(args.work)
@@ -88,17 +92,31 @@ def main() -> None:
     results = []
     for run, trainer, configuration, iterations in itertools.product(range(1, args.runs + 1), args.trainers,
                                                                      args.configurations, args.iterations):
-        kept = calibration_run(
-            work / "nnUNet_results" / source.name, trainer, args.plans, configuration, fold, iterations,
-            training_budget_env(env, iterations // args.iterations_per_epoch, args.iterations_per_epoch,
-                                val_iterations=2),
-            work / "logs" / f"calibration_fold{fold}_{trainer}_{configuration}_{run_name(iterations, run)}.log",
-            pretrained=args.pretrained if trainer != "nnUNetTrainerBudget" else None, repeat=run)
-        summary = json.loads((kept / "validation" / "summary.json").read_text())
-        results.append({"trainer": trainer, "configuration": configuration, "iterations": iterations, "run": run,
-                        "seconds": run_seconds(kept), "mean_dice": summary["foreground_mean"]["Dice"],
-                        "dice_per_label": {k: v["Dice"] for k, v in summary["mean"].items()}})
-        print(results[-1])
+        stock = trainer.startswith("nnUNetTrainerBudget")
+        for t_star in ([None] if stock or args.transfer_timesteps is None else args.transfer_timesteps):
+            tag = "" if t_star is None else f"_t{t_star}"
+            budget_env = training_budget_env(env, iterations // args.iterations_per_epoch, args.iterations_per_epoch,
+                                             val_iterations=2)
+            if t_star is not None:
+                budget_env["nnUNet_transfer_timestep"] = str(t_star)
+            kept = calibration_run(
+                work / "nnUNet_results" / source.name, trainer, args.plans, configuration, fold, iterations, budget_env,
+                work / "logs" / f"calibration_fold{fold}_{trainer}_{configuration}_{run_name(iterations, run, tag)}.log",
+                pretrained=None if stock else args.pretrained, repeat=run, tag=tag)
+            results.append(_result(kept, trainer, t_star, configuration, iterations, run))
+            print(results[-1])
+    _write(out, args, bench, work, source, fold, calibration_train, calibration_val, labels, results)
+
+
+def _result(kept: Path, trainer: str, t_star: int | None, configuration: str, iterations: int, run: int) -> dict:
+    summary = json.loads((kept / "validation" / "summary.json").read_text())
+    return {"trainer": trainer, "transfer_timestep": t_star, "configuration": configuration, "iterations": iterations,
+            "run": run, "seconds": run_seconds(kept), "mean_dice": summary["foreground_mean"]["Dice"],
+            "dice_per_label": {k: v["Dice"] for k, v in summary["mean"].items()}}
+
+
+def _write(out: Path, args: argparse.Namespace, bench, work: Path, source: Path, fold: int, calibration_train: list,
+           calibration_val: list, labels: dict, results: list[dict]) -> None:
     names = {str(v): k for k, v in labels.items()}
     plans = PlansManager(str(source / f"{args.plans}.json"))
     batches = "; ".join(f"{c}: batch {plans.get_configuration(c).batch_size}, patch "
@@ -108,18 +126,20 @@ def main() -> None:
               f"{os.cpu_count()} CPUs. Plans {args.plans}; train {calibration_train}, validate {calibration_val}; "
               f"{args.iterations_per_epoch} iterations per epoch; nnU-Net's Dice from its final validation. "
               f"Batch and patch of each configuration: {batches}.", "",
-              "| trainer | configuration | iterations | run | seconds | mean Dice | "
-              + " | ".join(names[k] for k in sorted(names) if k != "0") + " |", "|---|---|---|---|---|---|"
+              "| trainer | t* | configuration | iterations | run | seconds | mean Dice | "
+              + " | ".join(names[k] for k in sorted(names) if k != "0") + " |", "|---|---|---|---|---|---|---|"
               + "---|" * (len(names) - 1)]
     for r in results:
-        report.append(f"| {r['trainer']} | {r['configuration']} | {r['iterations']} | {r['run']} | "
+        t_star = "" if r["transfer_timestep"] is None else r["transfer_timestep"]
+        report.append(f"| {r['trainer']} | {t_star} | {r['configuration']} | {r['iterations']} | {r['run']} | "
                       f"{r['seconds']:.0f} | {r['mean_dice']:.3f} | "
                       + " | ".join(f"{r['dice_per_label'].get(k, float('nan')):.3f}" for k in sorted(names) if k != "0")
                       + " |")
     if args.runs > 1:
         report += ["", "Mean Dice over the runs of each setting (mean +- std):", "",
-                   "| trainer | configuration | iterations | runs | mean Dice |", "|---|---|---|---|---|"]
-        for setting, rows in itertools.groupby(sorted(results, key=setting_key), key=setting_key):
+                   "| trainer | t* | configuration | iterations | runs | mean Dice |", "|---|---|---|---|---|---|"]
+        key = lambda r: tuple("" if v is None else v for v in setting_key(r))  # noqa: E731
+        for setting, rows in itertools.groupby(sorted(results, key=key), key=key):
             dice = [r["mean_dice"] for r in rows]
             report.append(f"| {' | '.join(map(str, setting))} | {len(dice)} | {np.mean(dice):.3f} +- "
                           f"{np.std(dice, ddof=1):.3f} |")

@@ -26,6 +26,8 @@ class DiffusionSettings:
     # intensities as they are; input_range.unit_range_mapping: nnU-Net's clipped CT range to [-1, 1])
     input_scale: float = 1.0
     input_shift: float = 0.0
+    # clip each sampling step's predicted x0 to [-1, 1]: right only for images mapped into that range
+    clip_sample: bool = False
 
     def __post_init__(self):
         if self.beta_schedule not in BETA_SCHEDULES:
@@ -52,10 +54,9 @@ class DiffusionSettings:
         return (images - self.input_shift) / self.input_scale
 
     def ddpm_scheduler(self) -> DDPMScheduler:
-        # clip_sample=False: nnU-Net's z-scored intensities are not confined to [-1, 1]
         return DDPMScheduler(num_train_timesteps=self.num_train_timesteps,
                              beta_schedule=BETA_SCHEDULES[self.beta_schedule],
-                             prediction_type=self.prediction_type, clip_sample=False)
+                             prediction_type=self.prediction_type, clip_sample=self.clip_sample, clip_sample_range=1.0)
 
     def ddim_scheduler(self) -> DDIMScheduler:
         return DDIMScheduler.from_config(self.ddpm_scheduler().config)

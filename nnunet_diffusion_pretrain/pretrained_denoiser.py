@@ -12,7 +12,8 @@ from nnunet_diffusion_pretrain.checkpoint_io import load_checkpoint_safely
 from nnunet_diffusion_pretrain.errors import UserFacingError
 from nnunet_diffusion_pretrain.noise_schedule import DiffusionSettings
 from nnunet_diffusion_pretrain.planned_dataset import PlannedDataset
-from nnunet_diffusion_pretrain.pretraining_record import RECORD_KEY, record_mismatches, transfer_requirements
+from nnunet_diffusion_pretrain.pretraining_record import (RECORD_KEY, check_format_version, record_mismatches,
+                                                          transfer_requirements)
 from nnunet_diffusion_pretrain.time_conditioning import TimeConditionedUNet
 
 PRETRAINER = "nnUNetTrainerDiffusionPretrain"
@@ -51,6 +52,7 @@ def load_pretrained_denoiser(dataset: PlannedDataset, checkpoint_file: Path, dev
     record = checkpoint.get(RECORD_KEY)
     if record is None:
         raise UserFacingError(f"{checkpoint_file} is not a diffusion pretraining checkpoint (no {RECORD_KEY} record)")
+    check_format_version(record, checkpoint_file)
     expected = transfer_requirements(dataset.plans_manager, dataset.configuration, dataset.num_input_channels)
     mismatches = record_mismatches(record, expected)
     if mismatches:

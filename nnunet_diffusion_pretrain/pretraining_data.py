@@ -20,10 +20,11 @@ from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
 from nnunetv2.training.dataloading.nnunet_dataset import nnUNetBaseDataset
 from nnunetv2.utilities.label_handling.label_handling import LabelManager
 
+from nnunet_diffusion_pretrain.sided_labels import KEEP_SIDES_ROTATION
 from nnunet_diffusion_pretrain.unlabeled_pool import PoolManifest
 
 LABELLED, POOL = "labelled", "pool"
-ROTATION = (-15. / 360 * 2. * np.pi, 15. / 360 * 2. * np.pi)  # upright anatomy, mildly turned
+ROTATION = KEEP_SIDES_ROTATION  # upright anatomy, mildly turned, never mirrored
 NO_LABELS = LabelManager({"background": 0}, regions_class_order=None)
 
 

@@ -4,11 +4,25 @@ from __future__ import annotations
 
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
+from nnunet_diffusion_pretrain.errors import UserFacingError
 from nnunet_diffusion_pretrain.noise_schedule import DiffusionSettings
 from nnunet_diffusion_pretrain.unlabeled_pool import preprocessing_fingerprint
 
 RECORD_KEY = "diffusion_pretraining"
-FORMAT_VERSION = 1
+# 1: conditioning after each stage (packages <= 0.8); 2: inside each norm, foldable at transfer
+FORMAT_VERSION = 2
+
+
+def check_format_version(record: dict, checkpoint_file) -> None:
+    """Refuse a checkpoint whose weights this package cannot use as they were trained."""
+    version = record.get("format_version", 1)
+    if version < FORMAT_VERSION:
+        raise UserFacingError(f"{checkpoint_file} was pretrained by an older version of this plugin (checkpoint "
+                              f"format {version}: timestep conditioning after each stage, which does not transfer); "
+                              f"pretrain again with -tr nnUNetTrainerDiffusionPretrain")
+    if version > FORMAT_VERSION:
+        raise UserFacingError(f"{checkpoint_file} has checkpoint format {version}, newer than this plugin reads "
+                              f"({FORMAT_VERSION}); upgrade nnunet-diffusion-pretrain")
 
 
 def transfer_requirements(plans_manager: PlansManager, configuration: str, num_input_channels: int) -> dict:

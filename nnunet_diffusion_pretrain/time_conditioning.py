@@ -1,19 +1,39 @@
-"""Timestep conditioning for nnU-Net's planned U-Nets, without renaming any of their modules.
+"""Timestep conditioning for nnU-Net's planned U-Nets, inside every conv block, foldable at transfer.
 
 The denoiser *is* the network that nnU-Net plans (PlainConvUNet or ResidualEncoderUNet): its
 ``encoder`` and ``decoder`` are kept as they are, so every parameter name and shape of the
 segmentation network (except ``seg_layers``) is unchanged and transfers 1:1. Conditioning lives in
 two extra modules: ``time_embedding`` (diffusers' sinusoidal ``Timesteps`` + ``TimestepEmbedding``
 MLP) and ``film`` (a zero-initialised linear layer that yields a per-channel scale and shift for
-every encoder and decoder stage). Forward hooks apply ``out * (1 + scale) + shift`` to each stage's
-output, so at initialisation the denoiser computes exactly what the plain U-Net computes.
+every normalisation layer). A forward hook turns each norm's affine output ``g * n(x) + b`` into
+``(g * n(x) + b) * (1 + scale) + shift``, before the block's nonlinearity, where the next
+convolution's normalisation cannot undo it. At initialisation the denoiser computes exactly what
+the plain U-Net computes.
+
+At one fixed timestep the conditioning is an affine change of each norm's weight and bias, so it
+folds exactly into them (``folded_state_dict``): a plain U-Net with the folded weights computes
+the denoiser's features at that timestep, with no extra module at inference.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
-from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+from diffusers.models.embeddings import Timesteps, TimestepEmbedding
 from torch import nn
+
+NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm)  # InstanceNorm and BatchNorm derive from _NormBase
+CONDITIONING_PREFIXES = ("time_embedding.", "film.")
+
+
+def conditioned_norms(unet: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Every normalisation layer of the U-Net's encoder and decoder, in module order (each once:
+    ``named_modules`` skips the decoder's reference to the encoder)."""
+    norms = [(name, m) for name, m in unet.named_modules()
+             if isinstance(m, NORM_TYPES) and name.startswith(("encoder.", "decoder."))]
+    not_affine = [name for name, m in norms if getattr(m, "weight", None) is None]
+    if not_affine:
+        raise ValueError(f"timestep conditioning folds into affine normalisation layers; {not_affine[0]} has no "
+                         f"weight (plan the network with norm_op_kwargs affine=True)")
+    return norms
 
 
 class TimeConditionedUNet(nn.Module):
@@ -23,8 +43,7 @@ class TimeConditionedUNet(nn.Module):
         super().__init__()
         self.encoder = unet.encoder
         self.decoder = unet.decoder
-        stage_channels = list(self.encoder.output_channels) + \
-            [self.encoder.output_channels[-(i + 2)] for i in range(len(self.decoder.stages))]
+        norms = conditioned_norms(self)
         base = self.encoder.output_channels[0]
         embedding_dim = embedding_dim or 4 * base
         self.time_embedding = nn.Sequential(
@@ -32,14 +51,17 @@ class TimeConditionedUNet(nn.Module):
             TimestepEmbedding(base, embedding_dim),
             nn.SiLU(),
         )
-        # one linear layer yields every stage's scale and shift at once (one matmul per step)
-        self.film = nn.Linear(embedding_dim, 2 * sum(stage_channels))
+        # one linear layer yields every norm's scale and shift at once (one matmul per step)
+        self.norm_slices: dict[str, tuple[int, int]] = {}
+        start = 0
+        for name, norm in norms:
+            channels = norm.weight.shape[0]
+            self.norm_slices[name] = (start, start + 2 * channels)
+            norm.register_forward_hook(self._make_film_hook(start, start + 2 * channels))
+            start += 2 * channels
+        self.film = nn.Linear(embedding_dim, start)
         nn.init.zeros_(self.film.weight)
         nn.init.zeros_(self.film.bias)
-        offsets = np.cumsum([0] + [2 * c for c in stage_channels])
-        stages = list(self.encoder.stages) + list(self.decoder.stages)
-        for stage, start, end in zip(stages, offsets[:-1], offsets[1:]):
-            stage.register_forward_hook(self._make_film_hook(int(start), int(end)))
         self._film_params: torch.Tensor | None = None
 
     def _make_film_hook(self, start: int, end: int):
@@ -49,8 +71,12 @@ class TimeConditionedUNet(nn.Module):
             return torch.addcmul(shift.view(view), output, 1 + scale.view(view))
         return hook
 
+    def film_parameters(self, timesteps: torch.Tensor) -> torch.Tensor:
+        """(N, sum of 2 x channels): every norm's scale and shift for each timestep."""
+        return self.film(self.time_embedding(timesteps))
+
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        self._film_params = self.film(self.time_embedding(timesteps))
+        self._film_params = self.film_parameters(timesteps)
         try:
             return self.decoder(self.encoder(x))
         finally:
@@ -59,11 +85,30 @@ class TimeConditionedUNet(nn.Module):
     def encode(self, x: torch.Tensor, timesteps: torch.Tensor) -> list[torch.Tensor]:
         """The encoder's stage outputs (skips), conditioned on ``timesteps``: features of the
         pretrained backbone, e.g. for a domain-specific image-quality metric."""
-        self._film_params = self.film(self.time_embedding(timesteps))
+        self._film_params = self.film_parameters(timesteps)
         try:
             return self.encoder(x)
         finally:
             self._film_params = None
+
+    @torch.no_grad()
+    def folded_state_dict(self, timestep: int) -> dict[str, torch.Tensor]:
+        """The plain U-Net's state dict (no conditioning modules) whose norms compute what this
+        denoiser's conditioned norms compute at ``timestep``: weight * (1 + scale), bias * (1 + scale) + shift."""
+        params = self.film_parameters(torch.tensor([timestep], device=self.film.weight.device))[0]
+        tensors = self.state_dict(keep_vars=True)
+        state = {k: v.detach().clone() for k, v in tensors.items() if not k.startswith(CONDITIONING_PREFIXES)}
+        keys_of: dict[int, list[str]] = {}  # a norm's tensors appear under several keys (aliases such as
+        for key, tensor in tensors.items():  # convs.0.norm and convs.0.all_modules.1, decoder.encoder.*)
+            keys_of.setdefault(id(tensor), []).append(key)
+        for name, (start, end) in self.norm_slices.items():
+            norm = self.get_submodule(name)
+            scale, shift = params[start:end].chunk(2)
+            for key in keys_of[id(norm.weight)]:
+                state[key] = norm.weight.detach() * (1 + scale)
+            for key in keys_of[id(norm.bias)]:
+                state[key] = norm.bias.detach() * (1 + scale) + shift
+        return state
 
 
 def strip_unused_heads(unet: nn.Module) -> nn.Module:

@@ -1,4 +1,4 @@
-"""Pretraining under DDP (what ``-num_gpus 2`` runs), on CPU with gloo and two processes."""
+"""Pretraining and fine-tuning under DDP (what ``-num_gpus 2`` runs), on CPU with gloo and two processes."""
 from __future__ import annotations
 
 import json
@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import command, run, training_env
+from conftest import command, lowlabel_fold, run, training_env
 from nnunet_diffusion_pretrain.checkpoint_io import load_checkpoint_safely
 
-SCRIPT = Path(__file__).resolve().parent / "distributed_pretraining.py"
+SCRIPT = Path(__file__).resolve().parent / "distributed_training.py"
 EPOCHS, ITERATIONS = 2, 3
 
 
@@ -26,7 +26,7 @@ def ddp_runs(nnunet_env, planned_phantom, tmp_path_factory):
     env = dict(training_env(nnunet_env, num_iterations_per_epoch=ITERATIONS, num_val_iterations_per_epoch=1),
                nnUNet_results=str(results), nnUNet_diffusion_num_samples="2")
     first, resumed = tmp_path_factory.mktemp("ddp_first"), tmp_path_factory.mktemp("ddp_resumed")
-    args = [sys.executable, str(SCRIPT), str(planned_phantom["id"]), "2d", "all"]
+    args = [sys.executable, str(SCRIPT), "nnUNetTrainerDiffusionPretrain", str(planned_phantom["id"]), "2d", "all"]
     run([*args, str(first)], dict(env, nnUNet_num_epochs=str(EPOCHS)), timeout=600)  # a deadlock fails here
     folder = results / planned_phantom["name"] / "nnUNetTrainerDiffusionPretrain__nnUNetPlans__2d" / "fold_all"
     after_first = {"files": sorted(p.name for p in folder.iterdir()),
@@ -68,3 +68,22 @@ def test_resume_under_ddp_continues_the_ema_and_epoch_count(ddp_runs):
     assert len(rank0["val_losses"]) == EPOCHS + 1
     final = load_checkpoint_safely(ddp_runs["folder"] / "checkpoint_final.pth")
     assert final["current_epoch"] == EPOCHS + 1
+
+
+def test_finetuning_after_a_decoder_warmup_keeps_ranks_bit_identical(nnunet_env, planned_phantom, ddp_runs,
+                                                                      tmp_path):
+    """The encoder is frozen for the first epoch (the decoder warm-up), then trains: DDP must
+    reduce exactly the parameters that train in each phase, or it stops (or the ranks drift)."""
+    fold, _ = lowlabel_fold(planned_phantom, nnunet_env)
+    results = tmp_path / "results"
+    env = dict(training_env(nnunet_env, num_epochs=4, num_iterations_per_epoch=2, num_val_iterations_per_epoch=1),
+               nnUNet_results=str(results))
+    pretrained = ddp_runs["folder"] / "checkpoint_final.pth"
+    run([sys.executable, str(SCRIPT), "nnUNetTrainerDiffusionFinetune", str(planned_phantom["id"]), "2d", str(fold),
+         str(tmp_path / "out"), "--pretrained_weights", str(pretrained)], env, timeout=600)
+    rank0, rank1 = ranks(tmp_path / "out")
+    assert rank0["current_epoch"] == rank1["current_epoch"] == 4
+    assert rank0["weights_sha256"] == rank1["weights_sha256"], "the ranks' weights must stay bit-identical"
+    log = next((results / planned_phantom["name"] / "nnUNetTrainerDiffusionFinetune__nnUNetPlans__2d" /
+                f"fold_{fold}").glob("training_log_*.txt")).read_text()
+    assert "Frozen from epoch 0: encoder.*" in log and "Frozen from epoch 1: nothing" in log

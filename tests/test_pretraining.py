@@ -42,8 +42,9 @@ def pool_2d_3d(nnunet_env, planned_phantom):
 @pytest.fixture(scope="module")
 def pretrained_2d(nnunet_env, planned_phantom, pool_2d_3d):
     env = training_env(nnunet_env, num_epochs=2, num_iterations_per_epoch=3, num_val_iterations_per_epoch=1)
+    env.update(nnUNet_pretrain_warmup="6", nnUNet_pretrain_keep="3,9")  # warm-up over 2 epochs
     result = train(env, planned_phantom["id"], "2d")
-    return {"result": result, "folder": fold_folder(nnunet_env, planned_phantom, "2d")}
+    return {"result": result, "folder": fold_folder(nnunet_env, planned_phantom, "2d"), "env": env}
 
 
 def test_2d_pretraining_writes_checkpoint_log_plot_and_samples(pretrained_2d):
@@ -64,6 +65,11 @@ def test_2d_pretraining_writes_checkpoint_log_plot_and_samples(pretrained_2d):
     log = next(folder.glob("training_log_*.txt")).read_text()
     assert log.count("(at t=500:") == 2
     assert (folder / "progress.png").stat().st_size > 10_000
+    assert checkpoint["logging"]["lrs"] == pytest.approx([1e-4, 2e-4]), "linear warm-up to 2e-4"
+    kept = load_checkpoint_safely(folder / "checkpoint_it3.pth")  # nnUNet_pretrain_keep=3,9
+    assert kept["current_epoch"] == 1 and kept[RECORD_KEY] == record
+    assert any(not torch.equal(kept["network_weights"][k], kept["online_network_weights"][k]) for k in ema)
+    assert not (folder / "checkpoint_it6.pth").exists()
     samples = sorted((folder / "samples").glob("sample_*.nii.gz"))
     assert len(samples) == 16 and (folder / "samples" / "samples.png").stat().st_size > 5_000
     array = sitk.GetArrayFromImage(sitk.ReadImage(str(samples[0])))
@@ -76,13 +82,29 @@ def test_continue_with_c_resumes_from_the_checkpoint(nnunet_env, planned_phantom
     # written as package 0.6.0 did (no input map in the record): resuming it must still work
     older_record = {k: v for k, v in first[RECORD_KEY].items() if k not in ("input_scale", "input_shift")}
     save_checkpoint_atomically({**first, RECORD_KEY: older_record}, folder / "checkpoint_final.pth")
-    env = training_env(nnunet_env, num_epochs=3, num_iterations_per_epoch=3, num_val_iterations_per_epoch=1)
+    env = dict(pretrained_2d["env"], nnUNet_num_epochs="3")  # a longer budget continues the same schedule
     result = train(env, planned_phantom["id"], "2d", "all", "--c")
     assert "Epoch 2" in result.stdout and "Epoch 0" not in result.stdout and "Epoch 1\n" not in result.stdout
     resumed = load_checkpoint_safely(folder / "checkpoint_final.pth")
     assert resumed["current_epoch"] == 3
     assert resumed["logging"]["train_losses"][:2] == first["logging"]["train_losses"]
     assert resumed["ema_state"]["optimization_step"] == first["ema_state"]["optimization_step"] + 3
+    assert resumed["logging"]["lrs"] == pytest.approx([1e-4, 2e-4, 2e-4]), "constant after the warm-up"
+    assert load_checkpoint_safely(folder / "checkpoint_it9.pth")["current_epoch"] == 3
+
+    bad_keep = dict(env, nnUNet_pretrain_keep="4")
+    refused = train(bad_keep, planned_phantom["id"], "2d", "all", "--c", check=False)
+    assert refused.returncode != 0
+    assert "nnUNet_pretrain_keep: 4 iterations do not end an epoch of 3 iterations" in refused.stderr
+
+    old = folder.parent / "format1.pth"  # a checkpoint of package <= 0.8 (conditioning after each stage)
+    save_checkpoint_atomically({**resumed, RECORD_KEY: {**resumed[RECORD_KEY], "format_version": 1}}, old)
+    refused = run([command("nnUNetv2_diffusion_sample"), "-d", str(planned_phantom["id"]), "-c", "2d", "-n", "1",
+                   "--steps", "2", "-chk", str(old), "-o", str(folder.parent / "format1_samples")], nnunet_env,
+                  check=False)
+    assert refused.returncode != 0
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("ERROR")]
+    assert len(errors) == 1 and "older version of this plugin" in errors[0] and "pretrain again" in errors[0]
 
 
 def test_3d_fullres_pretraining_and_sampling(nnunet_env, planned_phantom, pool_2d_3d):
@@ -131,6 +153,8 @@ def test_unit_range_variant_records_the_map_that_sends_the_clipped_ct_range_to_p
     clipped = np.array([p["percentile_00_5"], p["percentile_99_5"]])
     mapped = (clipped - p["mean"]) / p["std"] * record["input_scale"] + record["input_shift"]
     assert mapped == pytest.approx([-1.0, 1.0], abs=1e-4)
+    assert record["clip_sample"] is True, "sampling clips the predicted clean image to [-1, 1]"
+    assert DiffusionSettings.from_record(record).ddim_scheduler().config.clip_sample
     assert f"Images are noised as x * {record['input_scale']:.4f} + {record['input_shift']:.4f}" in result.stdout
 
     mri = PlansManager(str(planned_phantom["preprocessed"] / "nnUNetPlans.json"))
@@ -170,7 +194,7 @@ def test_pretraining_really_learns_to_denoise_held_out_images(nnunet_env, planne
     """Over a short run the held-out loss at mid-range noise falls clearly, and the pretrained
     denoiser removes more noise from held-out images than an untrained one."""
     env = training_env(nnunet_env, num_epochs=4, num_iterations_per_epoch=25, num_val_iterations_per_epoch=2)
-    env["nnUNet_diffusion_num_samples"] = "1"
+    env.update(nnUNet_diffusion_num_samples="1", nnUNet_pretrain_warmup="25")  # one epoch of warm-up
     train(env, planned_phantom["id"], "2d", 1)
     checkpoint = load_checkpoint_safely(fold_folder(nnunet_env, planned_phantom, "2d", 1) / "checkpoint_final.pth")
     mid_t_losses = checkpoint["logging"]["val_losses_mid_t"]

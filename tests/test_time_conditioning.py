@@ -1,4 +1,5 @@
-"""The denoiser is nnU-Net's planned network plus separate conditioning modules."""
+"""The denoiser is nnU-Net's planned network plus separate conditioning modules, and its conditioning
+at one timestep folds exactly into a plain U-Net."""
 from __future__ import annotations
 
 import pytest
@@ -68,3 +69,31 @@ def test_gradients_reach_conditioning_and_backbone(planned_phantom):
     assert denoiser.film.weight.grad.abs().sum() > 0
     assert denoiser.time_embedding[1].linear_1.weight.grad is not None
     assert denoiser.encoder.stages[0][0].convs[0].conv.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("plans", PLANS)
+@pytest.mark.parametrize("configuration", CONFIGURATIONS)
+def test_folded_unet_computes_the_denoisers_decoder_features_at_that_timestep(planned_phantom, plans, configuration):
+    pm, cm, segmentation, denoiser = build_pair(planned_phantom["preprocessed"], plans, configuration)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # trained-looking conditioning and norms, not the zero/identity initialisation
+        for name, parameter in denoiser.named_parameters():
+            if name.startswith(("film.", "time_embedding.")) or name.endswith(("norm.weight", "norm.bias")):
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05
+                                + (1.0 if name.endswith("norm.weight") else 0.0))
+    t_star = 137
+    segmentation.load_state_dict({**segmentation.state_dict(), **{
+        k: v for k, v in denoiser.folded_state_dict(t_star).items() if ".seg_layers." not in k}})
+    features = {}
+    for key, network in (("denoiser", denoiser), ("segmentation", segmentation)):
+        network.decoder.stages[-1].register_forward_hook(lambda m, i, o, key=key: features.__setitem__(key, o))
+    x = torch.randn(2, 1, *cm.patch_size, generator=generator)
+    denoiser.eval(), segmentation.eval()
+    with torch.no_grad():
+        denoiser(x, torch.full((2,), t_star))
+        segmentation(x)
+        assert torch.allclose(features["segmentation"], features["denoiser"], rtol=0, atol=1e-5), \
+            (features["segmentation"] - features["denoiser"]).abs().max()
+        denoiser(x, torch.full((2,), t_star + 300))
+        assert not torch.allclose(features["segmentation"], features["denoiser"], atol=1e-3), \
+            "another timestep must give other features"

@@ -38,21 +38,21 @@ def add_calibration_fold(preprocessed: Path, training: list[str],
     return fold, train, val
 
 
-def run_name(iterations: int, repeat: int = 1) -> str:
-    """``calibration_ITERATIONS``, ``_runR`` appended for the R-th run of a budget: names the kept
-    fold folder and the benchmark's log of that run."""
-    return f"calibration_{iterations}" + (f"_run{repeat}" if repeat > 1 else "")
+def run_name(iterations: int, repeat: int = 1, tag: str = "") -> str:
+    """``calibration_ITERATIONS``, ``tag`` (a setting given by the environment, e.g. ``_t50``) and
+    ``_runR`` for the R-th run of a budget appended: names the kept fold folder and the log of that run."""
+    return f"calibration_{iterations}{tag}" + (f"_run{repeat}" if repeat > 1 else "")
 
 
 def calibration_run(results_dataset: Path, trainer: str, plans: str, configuration: str, fold: int,
                     iterations: int, env: dict, log: Path, device: str = "cpu", pretrained: Path | None = None,
-                    repeat: int = 1) -> Path:
+                    repeat: int = 1, tag: str = "") -> Path:
     """Trains (or finishes) ``trainer`` on the calibration fold with the budget in ``env``, then moves
     nnU-Net's fold folder to ``fold_N_calibration_ITERATIONS`` (``..._runR`` for the R-th run of a
     budget), so the same fold can be trained again; returns that folder (with the run's seconds in
     ``seconds.txt``)."""
     trainer_folder = results_dataset / f"{trainer}__{plans}__{configuration}"
-    kept = trainer_folder / f"fold_{fold}_{run_name(iterations, repeat)}"
+    kept = trainer_folder / f"fold_{fold}_{run_name(iterations, repeat, tag)}"
     if (kept / "validation" / "summary.json").is_file():
         return kept
     running = trainer_folder / f"fold_{fold}"

@@ -29,6 +29,7 @@ from nnunet_diffusion_pretrain.benchmark.budget_calibration import ORGAN_LEARNED
 from nnunet_diffusion_pretrain.benchmark.run_catalogue import (  # noqa: E402
     FINETUNE, METHOD_LABELS, METHODS, PRETRAINER, STOCK, SYNTHETIC, TrainingRun, budget_order)
 from nnunet_diffusion_pretrain.lowlabel_splits import write_json_atomically  # noqa: E402
+from nnunet_diffusion_pretrain.sided_labels import METHOD_SETTINGS_FILE  # noqa: E402
 
 METRICS = ("dice", "nsd")
 NOTES_FILE = "notes.md"  # hand-written remarks in the report folder, appended to report.md
@@ -293,9 +294,32 @@ def _budget_calibration_line(state: dict) -> str:
             f"held-out cases unused): {steps}.{outcome}")
 
 
+def method_settings(run: TrainingRun, results_root: Path, plans: str, configuration: str) -> dict | None:
+    """What the run's trainer recorded about its augmentation and transfer (None before 0.9.0)."""
+    path = run.fold_folder(results_root, plans, configuration) / METHOD_SETTINGS_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _settings_line(method: str, settings: dict) -> str:
+    a = settings.get("augmentation", {})
+    rotation = f"rotation {a['rotation_degrees'][0]:g} to {a['rotation_degrees'][1]:g} deg" \
+        if a.get("rotation_degrees") else "no rotation"
+    mirror = f"mirroring axes {a['mirror_axes']}" if a.get("mirror_axes") else "no mirroring"
+    tta = f"mirroring TTA axes {a['tta_mirror_axes']}" if a.get("tta_mirror_axes") else "no mirroring TTA"
+    t_star = f", transfer timestep t*={settings['transfer_timestep']}" \
+        if settings.get("transfer_timestep") is not None else ""
+    return f"  - {METHOD_LABELS[method]} (`{settings['trainer']}`): {rotation}, {mirror}, {tta}{t_star}"
+
+
 def _markdown(meta: dict, summary: dict, state: dict, runs: list[TrainingRun], pending: list[TrainingRun],
-              held_out: list[str], organs: list[str], now: str, versions: dict, machine: dict) -> str:
+              held_out: list[str], organs: list[str], now: str, versions: dict, machine: dict,
+              settings_of: dict[str, dict | None]) -> str:
     preset = state["settings"]["preset"]
+    recorded = {}
+    for r in runs:
+        if settings_of.get(r.run_id) and r.method not in recorded:
+            recorded[r.method] = settings_of[r.run_id]
+    keep_sides = state["settings"].get("keep_sides", False)
     lines = [f"# Label-efficiency benchmark: {meta['dataset']}, preset `{preset['name']}`", "",
              f"Date {now}. Machine: {machine['processor']}, {machine['cpu_count']} CPUs, {machine['memory_gib']} GiB, "
              f"GPU: {machine['gpu'] or 'none'}. torch {versions['torch']}, nnunetv2 {versions['nnunetv2']}, "
@@ -312,7 +336,12 @@ def _markdown(meta: dict, summary: dict, state: dict, runs: list[TrainingRun], p
                 if state["settings"].get("window") else "") + ".",
              f"- Every segmentation run: {segmentation_epochs(state)} epochs x {preset['finetune_iterations']} "
              f"iterations (same for every method), nnU-Net's final validation on the held-out cases "
-             f"(sliding window, mirroring TTA, same for every method).",
+             f"(sliding window, " + ("no mirroring TTA" if keep_sides else "mirroring TTA") +
+             ", same for every method)." + (
+                 f" Labels with a side ({', '.join(state['settings'].get('sided_labels', []))}): every arm trains "
+                 f"without mirroring and rotates at most 15 degrees (the `_keepSides` trainers)." if keep_sides else ""),
+             *(["- Augmentation and transfer, as each method's trainer recorded them:",
+                *(_settings_line(m, v) for m, v in recorded.items())] if recorded else []),
              _budget_calibration_line(state),
              budgets_line(runs + pending),
              (f"- Synthetic-data augmentation (row \"{METHOD_LABELS[SYNTHETIC]}\"): {preset['synthetic_images']} "
@@ -379,16 +408,19 @@ def write_report(out: Path, runs: list[TrainingRun], work: Path, state: dict, la
     _contour_figure(runs, work / "nnUNet_results", meta["plans"], preset["configuration"], raw, held_out[0], labels,
                     out / "contours.png")
     samples = pretrain_folder / "samples" / "samples.png"
+    settings_of = {r.run_id: method_settings(r, work / "nnUNet_results", meta["plans"], preset["configuration"])
+                   for r in runs}
     write_json_atomically(out / "results.json", {
         "date": now, "machine": machine, "versions": versions, "meta": meta, "settings": state["settings"],
         "budget_calibration": state.get("budget_calibration"), "held_out": held_out,
         "wall_time_s": {"phases": state["phases"], "runs": state["runs"]},
-        "runs": [{"run_id": r.run_id, "method": r.method, "kind": r.kind, "budget": r.budget, "repeat": r.repeat,
-                  "dataset": r.dataset, "fold": r.fold, "train": list(r.train), "cases": metrics[r.run_id]["cases"]}
+        "runs": [{"run_id": r.run_id, "method": r.method, "trainer": r.trainer, "kind": r.kind, "budget": r.budget,
+                  "repeat": r.repeat, "dataset": r.dataset, "fold": r.fold, "train": list(r.train),
+                  "method_settings": settings_of[r.run_id], "cases": metrics[r.run_id]["cases"]}
                  for r in runs],
         "pending_runs": [r.run_id for r in pending],
         "summary": summary})
-    report = _markdown(meta, summary, state, runs, pending, held_out, organs, now, versions, machine)
+    report = _markdown(meta, summary, state, runs, pending, held_out, organs, now, versions, machine, settings_of)
     if samples.is_file():
         (out / "pretraining_samples.png").write_bytes(samples.read_bytes())
         report += "\n![DDIM samples of the pretrained model](pretraining_samples.png)\n"

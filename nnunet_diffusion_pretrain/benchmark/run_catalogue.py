@@ -31,10 +31,11 @@ class TrainingRun:
     train: tuple[str, ...]
     labeler_dataset: str = ""  # synthetic runs: the fine-tuned run that labels the generated images
     labeler_fold: int = -1
+    trainer_suffix: str = ""  # "_keepSides" where labels have a side
 
     @property
     def trainer(self) -> str:
-        return self.method.split("+")[0]
+        return self.method.split("+")[0] + self.trainer_suffix
 
     @property
     def run_id(self) -> str:
@@ -69,22 +70,25 @@ def budget_order(kind: str, budget: float) -> tuple[int, float]:
     return {"slices": 0, "cases": 1, "all": 2}[kind], budget
 
 
-def catalogue(preprocessed_folders: list[Path], synthetic_first_id: int | None = None) -> list[TrainingRun]:
+def catalogue(preprocessed_folders: list[Path], synthetic_first_id: int | None = None,
+              trainer_suffix: str = "") -> list[TrainingRun]:
     """All runs named by the manifests: four methods per low-label fold, stock alone on the
     all-labelled fold and, with ``synthetic_first_id``, synthetic-data augmentation at the smallest
-    volume and slice budgets (derived datasets numbered from that ID)."""
+    volume and slice budgets (derived datasets numbered from that ID); every trainer name with
+    ``trainer_suffix``."""
     runs = []
     for folder in preprocessed_folders:
         manifest = json.loads((folder / MANIFEST_NAME).read_text())
         for f in manifest["folds"]:
             for method in ((STOCK,) if f["kind"] == "all" else TRAINERS):
                 runs.append(TrainingRun(method, f["kind"], f["budget"], f["repeat"], f["dataset"], f["fold"],
-                                        tuple(f["train"])))
+                                        tuple(f["train"]), trainer_suffix=trainer_suffix))
     if synthetic_first_id is not None:
         labelers = sorted((r for r in runs if r.method == FINETUNE), key=lambda r: (r.kind, r.budget, r.repeat))
         smallest = {kind: min(r.budget for r in labelers if r.kind == kind) for kind in {r.kind for r in labelers}}
         chosen = [r for r in labelers if r.budget == smallest[r.kind]]
         for i, r in enumerate(chosen):
             name = f"Dataset{synthetic_first_id + i:03d}_{r.dataset.split('_', 1)[1]}Synthetic"
-            runs.append(TrainingRun(SYNTHETIC, r.kind, r.budget, r.repeat, name, 0, r.train, r.dataset, r.fold))
+            runs.append(TrainingRun(SYNTHETIC, r.kind, r.budget, r.repeat, name, 0, r.train, r.dataset, r.fold,
+                                    trainer_suffix))
     return sorted(runs, key=lambda r: (budget_order(r.kind, r.budget), r.repeat, METHODS.index(r.method)))

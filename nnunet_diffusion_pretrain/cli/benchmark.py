@@ -47,6 +47,7 @@ from nnunet_diffusion_pretrain.cli.subprocess_steps import run_step
 from nnunet_diffusion_pretrain.errors import UserFacingError
 from nnunet_diffusion_pretrain.lowlabel_splits import MANIFEST_NAME, write_json_atomically
 from nnunet_diffusion_pretrain.raw_dataset_check import check_raw_dataset
+from nnunet_diffusion_pretrain.sided_labels import KEEP_SIDES_SUFFIX, sided_labels
 from nnunet_diffusion_pretrain.derived_dataset import DERIVED_MARKER
 
 CONVERTERS = ("btcv6_subset", "chaos_mr", "flare22", "btcv", "amos22", "word", "abdomenct1k")
@@ -78,6 +79,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--pretrainer", default=PRETRAINER,
                         help=f"diffusion pretraining trainer (a variant, e.g. {PRETRAINER}_unitRange); "
                              f"default {PRETRAINER}")
+    parser.add_argument("--keep-sides", choices=("auto", "yes", "no"), default="auto",
+                        help="train every arm without mirroring, rotating at most 15 degrees, and predict without "
+                             "mirroring (the _keepSides trainers); auto: when dataset.json has labels with a side "
+                             "(left/right); default auto")
     parser.add_argument("--pretrain-epochs", type=int, default=None, help="override the preset (e.g. a smoke test)")
     parser.add_argument("--finetune-epochs", type=int, default=None, help="override the preset")
     parser.add_argument("--max-budget-doublings", type=int, default=None,
@@ -134,9 +139,12 @@ class Benchmark:
         self.env = nnunet_folders_env(work, nnUNet_def_n_proc=os.environ.get("nnUNet_def_n_proc", "1"))
         self.state_file = work / STATE_FILE
         self.state = json.loads(self.state_file.read_text()) if self.state_file.is_file() else {"phases": {}, "runs": {}}
+        raw_json = json.loads((Path(self.env["nnUNet_raw"]) / dataset_name / "dataset.json").read_text())
+        sided = sided_labels(raw_json)
+        self.keep_sides = bool(sided) if args.keep_sides == "auto" else args.keep_sides == "yes"
         settings = {"preset": preset.as_dict(), "seed": args.seed, "num_held_out": args.num_held_out,
                     "unlabeled": sorted(str(p.resolve()) for p in args.unlabeled), "pretrainer": args.pretrainer,
-                    "window": args.window}
+                    "window": args.window, "keep_sides": self.keep_sides, "sided_labels": sided}
         fixed = ("pretrain_epochs", "pretrain_iterations", "finetune_epochs", "finetune_iterations", "configuration",
                  "budget_doublings", "calibration_runs")
         old = self.state.get("settings")
@@ -147,9 +155,11 @@ class Benchmark:
                 before["calibration_runs"] = settings["preset"]["calibration_runs"]  # no calibration: irrelevant
             changed = [f"{k} {before[k]} -> {settings['preset'][k]}" for k in fixed
                        if before[k] != settings["preset"][k]]
-            # work folders older than 0.7.0 had no other pretrainer, older than 0.8.0 no window
-            earlier = {"pretrainer": PRETRAINER, "window": None, **old}
-            changed += [f"{k} {earlier[k]} -> {settings[k]}" for k in ("seed", "num_held_out", "pretrainer", "window")
+            # work folders older than 0.7.0 had no other pretrainer, older than 0.8.0 no window, older than
+            # 0.9.0 kept nnU-Net's mirroring
+            earlier = {"pretrainer": PRETRAINER, "window": None, "keep_sides": False, **old}
+            changed += [f"{k} {earlier[k]} -> {settings[k]}"
+                        for k in ("seed", "num_held_out", "pretrainer", "window", "keep_sides")
                         if earlier[k] != settings[k]]
             if changed:
                 raise UserFacingError(f"{work} holds a benchmark with other settings ({'; '.join(changed)}); use "
@@ -382,7 +392,8 @@ def main() -> int:
     bench.preset = dataclasses.replace(preset, finetune_epochs=_calibrate_budget(bench, all_fold, labels))
     checkpoint = _pretrain(bench, all_fold["fold"])
 
-    runs = catalogue(manifest_folders, bench.synthetic_first_id if preset.synthetic_images else None)
+    runs = catalogue(manifest_folders, bench.synthetic_first_id if preset.synthetic_images else None,
+                     KEEP_SIDES_SUFFIX if bench.keep_sides else "")
     meta = {"dataset": dataset, "args": {k: str(v) for k, v in vars(args).items()}, "plans": AXIAL_PLANS}
 
     def report_so_far() -> Path:

@@ -33,7 +33,10 @@ from nnunet_diffusion_pretrain.planned_dataset import PlannedDataset
 from nnunet_diffusion_pretrain.pretraining_data import (NO_LABELS, ROTATION, PretrainingImages, center_patches,
                                                         dummy_2d_augmentation, generative_training_transforms,
                                                         split_pool)
-from nnunet_diffusion_pretrain.pretraining_record import RECORD_KEY, pretraining_record, record_mismatches
+from nnunet_diffusion_pretrain.pretraining_record import (RECORD_KEY, check_format_version, pretraining_record,
+                                                          record_mismatches)
+from nnunet_diffusion_pretrain.pretraining_schedule import (WarmupConstantLRScheduler, kept_checkpoint_name,
+                                                            kept_iterations, warmup_epochs)
 from nnunet_diffusion_pretrain.sampling import sample_images, write_sample_grid
 from nnunet_diffusion_pretrain.time_conditioning import TimeConditionedUNet, strip_unused_heads
 from nnunet_diffusion_pretrain.training_budget import apply_training_budget, positive_int_from_env
@@ -69,6 +72,7 @@ class nnUNetTrainerDiffusionPretrain(nnUNetTrainer):
         budget = apply_training_budget(self)
         if budget:
             self.print_to_log_file(f"Training budget from the environment: {budget}")
+        self.keep_iterations = kept_iterations(self.num_iterations_per_epoch)
 
     # ---- network -------------------------------------------------------------------------------
     @staticmethod
@@ -89,8 +93,11 @@ class nnUNetTrainerDiffusionPretrain(nnUNetTrainer):
         self.ema = make_ema(self.denoiser())
 
     def configure_optimizers(self):
+        """AdamW; linear warm-up, then a constant rate (``pretraining_schedule``)."""
         optimizer = torch.optim.AdamW(self.network.parameters(), self.initial_lr, weight_decay=self.weight_decay)
-        return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
+        epochs = warmup_epochs(self.num_iterations_per_epoch)
+        self.print_to_log_file(f"Learning rate: linear warm-up over {epochs} epochs, then constant {self.initial_lr}")
+        return optimizer, WarmupConstantLRScheduler(optimizer, self.initial_lr, epochs)
 
     def _build_loss(self):
         return None  # the loss is noise_schedule.denoising_loss
@@ -224,6 +231,10 @@ class nnUNetTrainerDiffusionPretrain(nnUNetTrainer):
         self.print_to_log_file(f"Epoch time: {np.round(value('epoch_end_timestamps') - value('epoch_start_timestamps'), 2)} s")
         if (self.current_epoch + 1) % self.save_every == 0 and self.current_epoch != self.num_epochs - 1:
             self.save_checkpoint(join(self.output_folder, "checkpoint_latest.pth"))
+        iterations = (self.current_epoch + 1) * self.num_iterations_per_epoch
+        if iterations in self.keep_iterations:
+            self.save_checkpoint(join(self.output_folder, kept_checkpoint_name(iterations)))
+            self.print_to_log_file(f"Kept the checkpoint after {iterations} iterations: {kept_checkpoint_name(iterations)}")
         if self.best_heldout_loss is None or value("val_losses") < self.best_heldout_loss:
             self.best_heldout_loss = value("val_losses")
             self.print_to_log_file(f"New best held-out denoising loss: {np.round(self.best_heldout_loss, 4)}")
@@ -263,6 +274,7 @@ class nnUNetTrainerDiffusionPretrain(nnUNetTrainer):
             self.initialize()
         checkpoint = load_checkpoint_safely(filename_or_checkpoint, map_location=self.device)
         stored = checkpoint.get(RECORD_KEY, {})
+        check_format_version(stored, filename_or_checkpoint)
         # records written before 0.7.0 lack the input map: theirs was the identity, the default
         mismatches = record_mismatches({**stored, **DiffusionSettings.from_record(stored).to_dict()}, self.record())
         if mismatches:
@@ -302,6 +314,15 @@ class nnUNetTrainerDiffusionPretrain(nnUNetTrainer):
         self.print_to_log_file(f"Samples written to {written[-1].parent}")
 
 
+class nnUNetTrainerDiffusionPretrain_poly(nnUNetTrainerDiffusionPretrain):
+    """nnU-Net's poly decay to zero at the planned epoch count instead of warm-up + constant: its
+    intermediate checkpoints are not those of shorter runs, and ``--c`` cannot extend it."""
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.network.parameters(), self.initial_lr, weight_decay=self.weight_decay)
+        return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
+
+
 class nnUNetTrainerDiffusionPretrain_cosine(nnUNetTrainerDiffusionPretrain):
     diffusion_settings = DiffusionSettings(beta_schedule="cosine")
 
@@ -318,12 +339,14 @@ class nnUNetTrainerDiffusionPretrain_unitRange(nnUNetTrainerDiffusionPretrain):
     """Noises CT images mapped from nnU-Net's clipped range (about [-4, 3] z-scores) to [-1, 1],
     the range DDPM's schedule assumes (``input_range``). The checkpoint records the map, so the
     linear probe and the sampler apply it too; fine-tuning needs none, as the first convolution's
-    instance normalisation removes an affine change of its input."""
+    instance normalisation removes an affine change of its input. Sampling clips each step's
+    predicted clean image to [-1, 1], as diffusers' ``clip_sample`` does."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.diffusion_settings = replace(self.diffusion_settings,
-                                          **unit_range_mapping(self.plans_manager, self.configuration_manager))
+                                          **unit_range_mapping(self.plans_manager, self.configuration_manager),
+                                          clip_sample=True)
         self.print_to_log_file(f"Images are noised as x * {self.diffusion_settings.input_scale:.4f} + "
                                f"{self.diffusion_settings.input_shift:.4f} (nnU-Net's clipped range -> [-1, 1])")

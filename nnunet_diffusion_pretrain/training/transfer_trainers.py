@@ -11,9 +11,13 @@ Each transfer trainer differs from the next in one hook: which parameters are fr
 """
 from __future__ import annotations
 
+import gc
+import json
 import os
 
+import nnunetv2.training.nnUNetTrainer.nnUNetTrainer as stock_trainer
 import torch
+from nnunetv2.training.data_augmentation.compute_initial_patch_size import get_patch_size
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch import nn
@@ -21,9 +25,14 @@ from torch import nn
 from nnunet_diffusion_pretrain.checkpoint_io import EMA_WEIGHTS, RAW_WEIGHTS
 from nnunet_diffusion_pretrain.errors import UserFacingError
 from nnunet_diffusion_pretrain.feature_probe import DEFAULT_TIMESTEPS, DiffusionFeatureClassifier
+from nnunet_diffusion_pretrain.finetune_schedules import (NNSSL_LR, EpochFactorLRScheduler, nnssl_factor,
+                                                          sawtooth_decoder_epochs, sawtooth_factor)
 from nnunet_diffusion_pretrain.noise_schedule import DiffusionSettings
-from nnunet_diffusion_pretrain.pretrained_transfer import load_pretrained_diffusion_weights
+from nnunet_diffusion_pretrain.pretrained_transfer import (ConditioningFold, load_pretrained_diffusion_weights,
+                                                           transfer_timestep)
 from nnunet_diffusion_pretrain.pretraining_record import transfer_requirements
+from nnunet_diffusion_pretrain.sided_labels import (KEEP_SIDES_ROTATION, KEEP_SIDES_SUFFIX, METHOD_SETTINGS_FILE,
+                                                    augmentation_summary, sided_labels)
 from nnunet_diffusion_pretrain.training.diffusion_pretrain_trainer import nnUNetTrainerDiffusionPretrain
 from nnunet_diffusion_pretrain.training.pretrained_weights_hook import register_network, unwrap
 from nnunet_diffusion_pretrain.training_budget import apply_training_budget
@@ -35,12 +44,40 @@ PROBE_TIMESTEPS_KEY = "diffusion_probe_timesteps"  # stored in the configuration
 class nnUNetTrainerBudget(nnUNetTrainer):
     """Stock nnUNetTrainer whose budget comes from the environment: the baseline for comparisons."""
 
+    keeps_sides = False  # the _keepSides variants: no mirroring, rotation within +-15 degrees
+
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         budget = apply_training_budget(self)
         if budget:
             self.print_to_log_file(f"Training budget from the environment: {budget}")
+        sided = sided_labels(dataset_json)
+        if sided and not self.keeps_sides:
+            self.print_to_log_file(f"WARNING: labels {', '.join(sided)} have a side, but mirroring and rotation teach "
+                                   f"this network that sides are interchangeable; train "
+                                   f"{type(self).__name__}{KEEP_SIDES_SUFFIX} to keep them apart")
+        self.method_settings: dict = {}
+
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        rotation, dummy_2d, initial_patch_size, mirror_axes = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        if self.keeps_sides:
+            patch_size = self.configuration_manager.patch_size
+            rotation, mirror_axes = KEEP_SIDES_ROTATION, None
+            initial_patch_size = get_patch_size(patch_size, rotation, rotation, rotation, (0.85, 1.25))
+            if dummy_2d:
+                initial_patch_size[0] = patch_size[0]
+            self.inference_allowed_mirroring_axes = None
+        self.method_settings["augmentation"] = augmentation_summary(rotation, mirror_axes,
+                                                                    self.inference_allowed_mirroring_axes)
+        self.print_to_log_file(f"Augmentation: {self.method_settings['augmentation']}")
+        return rotation, dummy_2d, initial_patch_size, mirror_axes
+
+    def on_train_start(self):
+        super().on_train_start()  # builds the data loaders, which configure the augmentation
+        if self.local_rank == 0:
+            with open(os.path.join(self.output_folder, METHOD_SETTINGS_FILE), "w") as f:
+                json.dump({"trainer": type(self).__name__, **self.method_settings}, f, indent=2)
 
     def save_checkpoint(self, filename: str) -> None:
         """Stock checkpoint, written to a temporary name and then renamed: a run killed during the
@@ -53,7 +90,8 @@ class nnUNetTrainerBudget(nnUNetTrainer):
 
 
 class DiffusionTransferTrainer(nnUNetTrainerBudget):
-    """Shared by the transfer trainers: safe loading of ``-pretrained_weights`` and freezing by name.
+    """Shared by the transfer trainers: safe loading of ``-pretrained_weights`` with the timestep
+    conditioning folded in at t*, and freezing by name that holds under DDP (``-num_gpus``).
     Not a trainer to use on its own (it is not exported to nnU-Net's trainer lookup)."""
 
     pretrained_weights = EMA_WEIGHTS  # which of the checkpoint's weights to start from
@@ -63,6 +101,12 @@ class DiffusionTransferTrainer(nnUNetTrainerBudget):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.pretrained_from = None
         self._logged_frozen = None
+        self._wrapped_frozen = None  # what was frozen when DDP registered its gradient hooks
+        self.transfer_timestep = self.chosen_transfer_timestep()
+
+    def chosen_transfer_timestep(self) -> int | None:
+        """t*: the timestep whose conditioning folds into the network (None: the probe keeps it)."""
+        return transfer_timestep()
 
     def frozen_prefixes(self, epoch: int) -> tuple[str, ...]:
         """Names of the parameters that do not train in this epoch."""
@@ -75,14 +119,30 @@ class DiffusionTransferTrainer(nnUNetTrainerBudget):
     def initialize(self):
         super().initialize()
         register_network(self.network, self)
+
+    def configure_optimizers(self):
+        # nnU-Net calls this just before it wraps the network in DDP, which registers gradient hooks
+        # only for the parameters that train at that moment: freeze first
         self.apply_freezing(0)
+        self._wrapped_frozen = self.frozen_prefixes(0)
+        return self.optimizer_and_schedule()
+
+    def optimizer_and_schedule(self):
+        return super().configure_optimizers()
 
     def load_pretrained(self, checkpoint_file: str) -> None:
         target, fresh, prefix = self.transfer_target()
         expected = transfer_requirements(self.plans_manager, self.configuration_name, self.num_input_channels)
+        fold = None
+        if self.transfer_timestep is not None:
+            channels = self.num_input_channels
+            denoiser = nnUNetTrainerDiffusionPretrain.build_network_architecture(
+                self.plans_manager, self.configuration_manager, channels, channels)
+            fold = ConditioningFold(denoiser, self.transfer_timestep)
         report = load_pretrained_diffusion_weights(target, checkpoint_file, expected, fresh, prefix,
-                                                   self.pretrained_weights)
+                                                   self.pretrained_weights, fold)
         self.pretrained_from = checkpoint_file
+        self.method_settings["transfer_timestep"] = self.transfer_timestep
         self.print_to_log_file(f"Pretrained weights from {checkpoint_file} ('{self.pretrained_weights}' of "
                                f"{report.record['dataset_name']}, {report.record['plans_name']}):\n"
                                f"{report.summary()}")
@@ -95,6 +155,17 @@ class DiffusionTransferTrainer(nnUNetTrainerBudget):
         frozen = self.frozen_prefixes(epoch)
         for name, parameter in unwrap(self.network).named_parameters():
             parameter.requires_grad_(not name.startswith(frozen))
+        if self.is_ddp and self._wrapped_frozen is not None and frozen != self._wrapped_frozen:
+            self._rewrap_ddp()
+            self._wrapped_frozen = frozen
+
+    def _rewrap_ddp(self) -> None:
+        """A new DDP wrapper registers hooks for the parameters that train now; the old one, with
+        its hooks, is released first (every rank does this at the same epoch)."""
+        module = self.network.module
+        self.network = None
+        gc.collect()
+        self.network = stock_trainer.DDP(module, device_ids=[self.local_rank])
 
     def on_train_start(self):
         if self.current_epoch == 0 and self.pretrained_from is None:
@@ -127,7 +198,7 @@ class nnUNetTrainerDiffusionFinetune(DiffusionTransferTrainer):
     def frozen_prefixes(self, epoch: int) -> tuple[str, ...]:
         return ("encoder.",) if epoch < self.warmup_epochs else ()
 
-    def configure_optimizers(self):
+    def optimizer_and_schedule(self):
         named = list(unwrap(self.network).named_parameters())
         groups = [{"params": [p for n, p in named if not n.startswith("encoder.")], "lr_scale": 1.0},
                   {"params": [p for n, p in named if n.startswith("encoder.")], "lr_scale": self.encoder_lr_scale}]
@@ -163,6 +234,41 @@ class nnUNetTrainerDiffusionFinetune_noEMA(nnUNetTrainerDiffusionFinetune):
     measure on a validation fold what the EMA is worth to segmentation."""
 
     pretrained_weights = RAW_WEIGHTS
+
+
+class nnUNetTrainerDiffusionFinetune_nnssl(DiffusionTransferTrainer):
+    """nnssl's fine-tuning recipe (``PretrainedTrainer`` of stock nnU-Net): the whole network from
+    the first epoch, SGD with Nesterov momentum 0.99 at lr 1e-3, linear warm-up over the first 5%
+    of epochs, then poly decay (``finetune_schedules``). nnU-Net's batch size and deep supervision
+    are kept, so only the recipe differs from the other arms."""
+
+    schedule = staticmethod(nnssl_factor)
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.initial_lr = NNSSL_LR
+
+    def optimizer_and_schedule(self):
+        optimizer = torch.optim.SGD(unwrap(self.network).parameters(), self.initial_lr,
+                                    weight_decay=self.weight_decay, momentum=0.99, nesterov=True)
+        return optimizer, EpochFactorLRScheduler(optimizer, self.initial_lr, self.num_epochs, self.schedule)
+
+
+class nnUNetTrainerDiffusionFinetune_sawtooth(nnUNetTrainerDiffusionFinetune_nnssl):
+    """nnssl's "sawtooth" recipe: the decoder and heads alone warm up and decay to zero (the first
+    5% of epochs, encoder frozen), then the whole network warms up over 5% and decays, with fresh
+    optimiser momentum for that phase, as nnssl starts a new optimiser there."""
+
+    schedule = staticmethod(sawtooth_factor)
+
+    def frozen_prefixes(self, epoch: int) -> tuple[str, ...]:
+        return ("encoder.",) if epoch < sawtooth_decoder_epochs(self.num_epochs) else ()
+
+    def on_train_epoch_start(self):
+        if self.current_epoch == sawtooth_decoder_epochs(self.num_epochs):
+            self.optimizer.state.clear()
+        super().on_train_epoch_start()
 
 
 class nnUNetTrainerDiffusionDecoderFinetune(DiffusionTransferTrainer):
@@ -219,6 +325,9 @@ class nnUNetTrainerDiffusionLinearProbe(DiffusionTransferTrainer):
     def transfer_target(self) -> tuple[nn.Module, tuple[str, ...], str]:
         return unwrap(self.network), (), "denoiser."
 
+    def chosen_transfer_timestep(self) -> int | None:
+        return None  # the probe runs the conditioned denoiser itself, at its probe timesteps
+
     def after_pretrained_load(self, record: dict) -> None:
         unwrap(self.network).use_schedule(DiffusionSettings.from_record(record))
 
@@ -248,3 +357,40 @@ class nnUNetTrainerDiffusionLinearProbe_t250_500_750(nnUNetTrainerDiffusionLinea
     timestep comparison on a validation fold."""
 
     fixed_timesteps = (250, 500, 750)
+
+
+class nnUNetTrainerBudget_keepSides(nnUNetTrainerBudget):
+    """Stock nnU-Net (same budget) for labels with a side: no mirroring in training or at
+    inference, in-plane rotation within +-15 degrees (``sided_labels``)."""
+
+    keeps_sides = True
+
+
+class nnUNetTrainerDiffusionFinetune_keepSides(nnUNetTrainerDiffusionFinetune):
+    """``nnUNetTrainerDiffusionFinetune`` for labels with a side (augmentation as ``nnUNetTrainerBudget_keepSides``)."""
+
+    keeps_sides = True
+
+
+class nnUNetTrainerDiffusionFinetune_nnssl_keepSides(nnUNetTrainerDiffusionFinetune_nnssl):
+    """``nnUNetTrainerDiffusionFinetune_nnssl`` for labels with a side."""
+
+    keeps_sides = True
+
+
+class nnUNetTrainerDiffusionFinetune_sawtooth_keepSides(nnUNetTrainerDiffusionFinetune_sawtooth):
+    """``nnUNetTrainerDiffusionFinetune_sawtooth`` for labels with a side."""
+
+    keeps_sides = True
+
+
+class nnUNetTrainerDiffusionDecoderFinetune_keepSides(nnUNetTrainerDiffusionDecoderFinetune):
+    """``nnUNetTrainerDiffusionDecoderFinetune`` for labels with a side."""
+
+    keeps_sides = True
+
+
+class nnUNetTrainerDiffusionLinearProbe_keepSides(nnUNetTrainerDiffusionLinearProbe):
+    """``nnUNetTrainerDiffusionLinearProbe`` for labels with a side."""
+
+    keeps_sides = True
