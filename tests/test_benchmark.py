@@ -188,6 +188,15 @@ def test_benchmark_command_end_to_end_kill_and_resume(nnunet_env, tmp_path):
         for organ in r["cases"][results["held_out"][0]].values():
             assert 0.0 <= organ["dice"] <= 1.0 and 0.0 <= organ["nsd"] <= 1.0
     assert results["settings"]["preset"]["finetune_epochs"] == 1
+    # the phantom's kidneys have a side: every arm, stock included, keeps left and right apart
+    assert results["settings"]["keep_sides"] is True
+    assert results["settings"]["sided_labels"] == ["right_kidney", "left_kidney"]
+    for r in results["runs"]:
+        assert r["trainer"].endswith("_keepSides") and r["method_settings"]["trainer"] == r["trainer"]
+        assert r["method_settings"]["augmentation"] == {"rotation_degrees": [-15.0, 15.0], "mirror_axes": [],
+                                                        "tta_mirror_axes": []}
+        assert (r["method_settings"].get("transfer_timestep") == 0) == ("DecoderFinetune" in r["trainer"] or
+                                                                        "DiffusionFinetune" in r["trainer"])
     # the budget was calibrated first, on a training volume: doubled once if an organ was not learned
     calibration = results["budget_calibration"]
     steps = calibration["steps"]
@@ -200,7 +209,7 @@ def test_benchmark_command_end_to_end_kill_and_resume(nnunet_env, tmp_path):
         assert s["dice"] == {o: min(r[o] for r in s["runs"]) for o in organs}
         assert s["unlearned"] == [o for o in s["dice"] if s["dice"][o] < 0.5]
     assert sorted(calibration["train"] + calibration["val"]) == sorted(upper[0]["train"]) and len(calibration["val"]) == 1
-    calibrated = work / "nnUNet_results" / dataset.name / "nnUNetTrainerBudget__nnUNetPlansAxial__2d_cpu"
+    calibrated = work / "nnUNet_results" / dataset.name / "nnUNetTrainerBudget_keepSides__nnUNetPlansAxial__2d_cpu"
     for s in steps:
         for r in range(1, len(s["runs"]) + 1):
             kept = f"fold_{calibration['fold']}_calibration_{s['iterations']}" + (f"_run{r}" if r > 1 else "")
@@ -211,7 +220,8 @@ def test_benchmark_command_end_to_end_kill_and_resume(nnunet_env, tmp_path):
         assert f"Epoch {last_epoch}\n" in text and f"Epoch {last_epoch + 1}\n" not in text
     assert results["versions"]["nnunetv2"] and results["machine"]["cpu_count"]
     report = (out / "report.md").read_text()
-    for text in ("stock nnU-Net", "diffusion: linear probe", "Segmentation budget calibrated", "+ synthetic", "4 slices", "all (4 volumes)", "Wilcoxon",
+    for text in ("stock nnU-Net", "diffusion: linear probe", "no mirroring TTA", "the `_keepSides` trainers",
+                 "transfer timestep t*=0", "Segmentation budget calibrated", "+ synthetic", "4 slices", "all (4 volumes)", "Wilcoxon",
                  "Wall time",
                  "pretraining", "undetermined (one repeat", "Budgets: 4 slices x 1 repeat(s) (",
                  "Diffusion pretraining (`nnUNetTrainerDiffusionPretrain`): 1 x 3 iterations"):
@@ -242,5 +252,7 @@ def test_benchmark_command_end_to_end_kill_and_resume(nnunet_env, tmp_path):
         "nnUNetTrainerDiffusionPretrain_cosine)" in other.stderr
     windowed = run([*args, "--window", "-125", "275"], nnunet_env, check=False)
     assert windowed.returncode != 0 and "(window None -> [-125.0, 275.0])" in windowed.stderr
+    mirrored = run([*args, "--keep-sides", "no"], nnunet_env, check=False)
+    assert mirrored.returncode != 0 and "(keep_sides True -> False)" in mirrored.stderr
     unknown = run([*args, "--pretrainer", "nnUNetTrainerBudget"], nnunet_env, check=False)
     assert unknown.returncode != 0 and "not a diffusion pretraining trainer; one of" in unknown.stderr

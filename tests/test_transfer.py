@@ -86,6 +86,14 @@ def test_checkpoints_for_other_plans_are_refused_by_name(plans, tmp_path, change
     assert all(torch.equal(v, network.state_dict()[k]) for k, v in before.items()), "nothing may be loaded"
 
 
+def test_checkpoints_of_the_old_conditioning_are_refused_with_one_line(plans, tmp_path):
+    saved_denoiser(plans, tmp_path / "old.pth", format_version=1)
+    network = nnUNetTrainer.build_network_architecture(plans, plans.get_configuration("2d"), 1, 5)
+    with pytest.raises(UserFacingError, match="older version of this plugin.*pretrain again") as refusal:
+        load_pretrained_diffusion_weights(network, tmp_path / "old.pth", transfer_requirements(plans, "2d", 1))
+    assert "\n" not in str(refusal.value)
+
+
 def test_unsafe_truncated_and_foreign_files_are_refused(plans, tmp_path):
     network = nnUNetTrainer.build_network_architecture(plans, plans.get_configuration("2d"), 1, 5)
     expected = transfer_requirements(plans, "2d", 1)
@@ -186,7 +194,15 @@ def test_frozen_parameters_stay_and_trained_ones_move(nnunet_env, planned_phanto
     prefix = trainer.transfer_target()[2]  # the probe holds the denoiser as "denoiser."
     encoder = {k[len(prefix):]: v for k, v in trainer.network.state_dict().items() if k.startswith(prefix + "encoder.")}
     assert encoder
-    assert all(torch.equal(v, checkpoint[start][k]) for k, v in encoder.items())
+    expected = checkpoint[start]
+    if trainer.transfer_timestep is not None:  # U-Nets: the conditioning at t* folded into the norms
+        denoiser = nnUNetTrainerDiffusionPretrain.build_network_architecture(trainer.plans_manager,
+                                                                              trainer.configuration_manager, 1, 1)
+        denoiser.load_state_dict(expected)
+        expected = denoiser.folded_state_dict(trainer.transfer_timestep)
+        norms = [k for k in encoder if k.endswith("norm.weight")]
+        assert norms and not all(torch.equal(encoder[k], checkpoint[start][k]) for k in norms), "folded, not copied"
+    assert all(torch.equal(v, expected[k]) for k, v in encoder.items())
     assert not all(torch.equal(v, checkpoint[other][k]) for k, v in encoder.items())
     trainer.on_train_start()
     if issubclass(trainer_class, nnUNetTrainerDiffusionLinearProbe):  # the timesteps it probes, and stores for
@@ -236,6 +252,11 @@ def test_trainers_train_predict_and_evaluate_through_nnunet(nnunet_env, planned_
     if trainer != "nnUNetTrainerBudget":
         assert "loaded" in stdout and "fresh (not in the checkpoint by design)" in stdout
     folder = Path(nnunet_env["nnUNet_results"]) / planned_phantom["name"] / f"{trainer}__nnUNetPlans__2d" / f"fold_{fold}"
+    settings = json.loads((folder / "method_settings.json").read_text())
+    assert settings["trainer"] == trainer and settings["augmentation"]["mirror_axes"] == [0, 1]
+    if trainer in ("nnUNetTrainerDiffusionFinetune", "nnUNetTrainerDiffusionDecoderFinetune"):
+        assert "timestep conditioning folded into the normalisation layers at t*=0" in stdout
+        assert settings["transfer_timestep"] == 0
     if trainer == "nnUNetTrainerDiffusionLinearProbe":  # its timesteps are in the plans prediction rebuilds it from
         assert "Linear probe on timesteps [50, 150, 250]" in stdout
         written = json.loads((folder.parent / "plans.json").read_text())

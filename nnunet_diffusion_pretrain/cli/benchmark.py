@@ -142,6 +142,7 @@ class Benchmark:
         raw_json = json.loads((Path(self.env["nnUNet_raw"]) / dataset_name / "dataset.json").read_text())
         sided = sided_labels(raw_json)
         self.keep_sides = bool(sided) if args.keep_sides == "auto" else args.keep_sides == "yes"
+        self.trainer_suffix = KEEP_SIDES_SUFFIX if self.keep_sides else ""
         settings = {"preset": preset.as_dict(), "seed": args.seed, "num_held_out": args.num_held_out,
                     "unlabeled": sorted(str(p.resolve()) for p in args.unlabeled), "pretrainer": args.pretrainer,
                     "window": args.window, "keep_sides": self.keep_sides, "sided_labels": sided}
@@ -279,7 +280,8 @@ def _calibrate_budget(bench: Benchmark, all_fold: dict, labels: dict) -> int:
         runs, seconds = [], 0.0
         while not runs or needs_another_run(runs, preset.calibration_runs):
             repeat = len(runs) + 1
-            kept = calibration_run(bench.folder("nnUNet_results") / bench.dataset, STOCK, AXIAL_PLANS,
+            kept = calibration_run(bench.folder("nnUNet_results") / bench.dataset, STOCK + bench.trainer_suffix,
+                                   AXIAL_PLANS,
                                    preset.configuration, record["fold"], iterations,
                                    bench.training_env(epochs, preset.finetune_iterations),
                                    bench.work / "logs" / f"budget_{run_name(iterations, repeat)}.log",
@@ -393,7 +395,7 @@ def main() -> int:
     checkpoint = _pretrain(bench, all_fold["fold"])
 
     runs = catalogue(manifest_folders, bench.synthetic_first_id if preset.synthetic_images else None,
-                     KEEP_SIDES_SUFFIX if bench.keep_sides else "")
+                     bench.trainer_suffix)
     meta = {"dataset": dataset, "args": {k: str(v) for k, v in vars(args).items()}, "plans": AXIAL_PLANS}
 
     def report_so_far() -> Path:

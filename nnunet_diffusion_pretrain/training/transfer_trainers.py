@@ -75,9 +75,11 @@ class nnUNetTrainerBudget(nnUNetTrainer):
 
     def on_train_start(self):
         super().on_train_start()  # builds the data loaders, which configure the augmentation
-        if self.local_rank == 0:
-            with open(os.path.join(self.output_folder, METHOD_SETTINGS_FILE), "w") as f:
-                json.dump({"trainer": type(self).__name__, **self.method_settings}, f, indent=2)
+        if self.local_rank == 0:  # a resumed run (--c) loads no weights: what its first start recorded stays
+            path = os.path.join(self.output_folder, METHOD_SETTINGS_FILE)
+            earlier = json.loads(open(path).read()) if os.path.isfile(path) else {}
+            with open(path, "w") as f:
+                json.dump({**earlier, "trainer": type(self).__name__, **self.method_settings}, f, indent=2)
 
     def save_checkpoint(self, filename: str) -> None:
         """Stock checkpoint, written to a temporary name and then renamed: a run killed during the
