@@ -41,11 +41,11 @@ from pathlib import Path
 import numpy as np
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-from nnunet_diffusion_pretrain.benchmark.budget_calibration import (add_calibration_fold, calibration_run, run_name,
+from nnunet_diffusion_pretrain.evaluation.budget_calibration import (add_calibration_fold, calibration_run, run_name,
                                                                      run_seconds)
-from nnunet_diffusion_pretrain.benchmark.report import with_hand_notes
-from nnunet_diffusion_pretrain.benchmark.work_folder import open_work_folder, training_budget_env
-from nnunet_diffusion_pretrain.lowlabel_splits import write_json_atomically
+from nnunet_diffusion_pretrain.evaluation.report import with_hand_notes
+from nnunet_diffusion_pretrain.evaluation.work_folder import open_work_folder, training_budget_env
+from nnunet_diffusion_pretrain.transfer.lowlabel_splits import write_json_atomically
 
 REPO = Path(__file__).resolve().parents[1]
 

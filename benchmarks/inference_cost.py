@@ -24,8 +24,8 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-from nnunet_diffusion_pretrain.feature_probe import DiffusionFeatureClassifier
-from nnunet_diffusion_pretrain.noise_schedule import DiffusionSettings
+from nnunet_diffusion_pretrain.transfer.feature_probe import DiffusionFeatureClassifier
+from nnunet_diffusion_pretrain.diffusion.noise_schedule import DiffusionSettings
 from nnunet_diffusion_pretrain.training import nnUNetTrainerDiffusionPretrain
 
 REPO = Path(__file__).resolve().parents[1]

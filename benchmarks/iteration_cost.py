@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer  # noqa: E402
 
-from nnunet_diffusion_pretrain.cli.console_scripts import console_script  # noqa: E402
+from nnunet_diffusion_pretrain.subprocess_steps import console_script  # noqa: E402
 from nnunet_diffusion_pretrain.phantom import raw_dataset_folder, write_phantom_dataset  # noqa: E402
 from nnunet_diffusion_pretrain.training import nnUNetTrainerDiffusionPretrain  # noqa: E402
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 
-from nnunet_diffusion_pretrain.cli.console_scripts import console_script
+from nnunet_diffusion_pretrain.subprocess_steps import console_script
 from nnunet_diffusion_pretrain.phantom import DEFAULT_SHAPE, write_phantom_dataset
 
 matplotlib.use("Agg")

@@ -24,14 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
-from nnunet_diffusion_pretrain.benchmark.axial_plans import AXIAL_PLANS
-from nnunet_diffusion_pretrain.benchmark.report import segmentation_epochs, with_hand_notes
-from nnunet_diffusion_pretrain.benchmark.run_catalogue import TrainingRun, start_arguments
-from nnunet_diffusion_pretrain.benchmark.segmentation_metrics import organ_metrics
-from nnunet_diffusion_pretrain.benchmark.work_folder import open_work_folder, training_budget_env
-from nnunet_diffusion_pretrain.cli.console_scripts import console_script
-from nnunet_diffusion_pretrain.cli.subprocess_steps import run_step
-from nnunet_diffusion_pretrain.lowlabel_splits import write_json_atomically
+from nnunet_diffusion_pretrain.evaluation.axial_plans import AXIAL_PLANS
+from nnunet_diffusion_pretrain.evaluation.report import segmentation_epochs, with_hand_notes
+from nnunet_diffusion_pretrain.evaluation.run_catalogue import TrainingRun, start_arguments
+from nnunet_diffusion_pretrain.evaluation.segmentation_metrics import organ_metrics
+from nnunet_diffusion_pretrain.evaluation.work_folder import open_work_folder, training_budget_env
+from nnunet_diffusion_pretrain.subprocess_steps import console_script
+from nnunet_diffusion_pretrain.subprocess_steps import run_step
+from nnunet_diffusion_pretrain.transfer.lowlabel_splits import write_json_atomically
 
 REPO = Path(__file__).resolve().parents[1]
 

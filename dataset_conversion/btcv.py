@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nnunet_diffusion_pretrain.cli.errors import exits_cleanly_on_user_errors
+from nnunet_diffusion_pretrain.errors import exits_cleanly_on_user_errors
 from nnunet_diffusion_pretrain.dataset_conversion.conversion_cli import (conversion_parser, require_folder,
                                                                         run_conversion)
 from nnunet_diffusion_pretrain.dataset_conversion.folder_layouts import paired_cases

@@ -22,7 +22,7 @@ from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_j
 from tqdm import tqdm
 
 from nnunet_diffusion_pretrain.errors import UserFacingError
-from nnunet_diffusion_pretrain.unlabeled_inputs import NonFiniteVoxelsError, safe_case_id, verify_image_file
+from nnunet_diffusion_pretrain.pool.unlabeled_inputs import NonFiniteVoxelsError, safe_case_id, verify_image_file
 
 GEOMETRY_TOLERANCE = 1e-3  # relative, for spacing and direction; origins compared in mm
 

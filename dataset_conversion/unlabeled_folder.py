@@ -13,10 +13,10 @@ from pathlib import Path
 import SimpleITK as sitk
 from tqdm import tqdm
 
-from nnunet_diffusion_pretrain.cli.errors import exits_cleanly_on_user_errors
+from nnunet_diffusion_pretrain.errors import exits_cleanly_on_user_errors
 from nnunet_diffusion_pretrain.dataset_conversion.raw_dataset_writer import CaseError, read_image
 from nnunet_diffusion_pretrain.errors import UserFacingError
-from nnunet_diffusion_pretrain.unlabeled_inputs import discover_unlabeled_inputs
+from nnunet_diffusion_pretrain.pool.unlabeled_inputs import discover_unlabeled_inputs
 
 
 @exits_cleanly_on_user_errors

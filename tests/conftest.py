@@ -15,8 +15,8 @@ from typing import Callable
 
 import pytest
 
-from nnunet_diffusion_pretrain.cli.console_scripts import console_script as command
-from nnunet_diffusion_pretrain.cli.setup_env import ext_trainer_folder
+from nnunet_diffusion_pretrain.subprocess_steps import console_script as command
+from nnunet_diffusion_pretrain.subprocess_steps import ext_trainer_folder
 from nnunet_diffusion_pretrain.phantom import write_phantom_dataset
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,10 +11,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from nnunet_diffusion_pretrain.cli.errors import exits_cleanly_on_user_errors
-from nnunet_diffusion_pretrain.hu_window import hu_window
+from nnunet_diffusion_pretrain.errors import exits_cleanly_on_user_errors
+from nnunet_diffusion_pretrain.pool.hu_window import hu_window
 from nnunet_diffusion_pretrain.planned_dataset import load_planned_dataset
-from nnunet_diffusion_pretrain.unlabeled_pool import add_unlabeled_to_pool
+from nnunet_diffusion_pretrain.pool.unlabeled_pool import add_unlabeled_to_pool
 
 
 @exits_cleanly_on_user_errors

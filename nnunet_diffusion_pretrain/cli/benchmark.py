@@ -30,25 +30,25 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from nnunet_diffusion_pretrain.benchmark.axial_plans import AXIAL_PLANS, plan_axial
-from nnunet_diffusion_pretrain.benchmark.budget_calibration import (add_calibration_fold, calibration_run,
+from nnunet_diffusion_pretrain.evaluation.axial_plans import AXIAL_PLANS, plan_axial
+from nnunet_diffusion_pretrain.evaluation.budget_calibration import (add_calibration_fold, calibration_run,
                                                                     needs_another_run, run_name, run_seconds,
                                                                     unlearned_organs, validation_dice, worst_dice)
-from nnunet_diffusion_pretrain.benchmark.presets import PRESETS, BenchmarkPreset
-from nnunet_diffusion_pretrain.benchmark.reduced_configuration import add_configuration, reduced_2d_configuration
-from nnunet_diffusion_pretrain.benchmark.report import write_report
-from nnunet_diffusion_pretrain.benchmark.run_catalogue import (PRETRAINER, STOCK, SYNTHETIC, TrainingRun, catalogue,
+from nnunet_diffusion_pretrain.evaluation.presets import PRESETS, BenchmarkPreset
+from nnunet_diffusion_pretrain.evaluation.reduced_configuration import add_configuration, reduced_2d_configuration
+from nnunet_diffusion_pretrain.evaluation.report import write_report
+from nnunet_diffusion_pretrain.evaluation.run_catalogue import (PRETRAINER, STOCK, SYNTHETIC, TrainingRun, catalogue,
                                                                start_arguments)
-from nnunet_diffusion_pretrain.benchmark.segmentation_metrics import organ_metrics
-from nnunet_diffusion_pretrain.benchmark.work_folder import nnunet_folders_env, pretraining_fold, training_budget_env
-from nnunet_diffusion_pretrain.cli.console_scripts import console_script
-from nnunet_diffusion_pretrain.cli.errors import exits_cleanly_on_user_errors
-from nnunet_diffusion_pretrain.cli.subprocess_steps import run_step
+from nnunet_diffusion_pretrain.evaluation.segmentation_metrics import organ_metrics
+from nnunet_diffusion_pretrain.evaluation.work_folder import nnunet_folders_env, pretraining_fold, training_budget_env
+from nnunet_diffusion_pretrain.subprocess_steps import console_script
+from nnunet_diffusion_pretrain.errors import exits_cleanly_on_user_errors
+from nnunet_diffusion_pretrain.subprocess_steps import run_step
 from nnunet_diffusion_pretrain.errors import UserFacingError
-from nnunet_diffusion_pretrain.lowlabel_splits import MANIFEST_NAME, write_json_atomically
-from nnunet_diffusion_pretrain.raw_dataset_check import check_raw_dataset
-from nnunet_diffusion_pretrain.sided_labels import KEEP_SIDES_SUFFIX, sided_labels
-from nnunet_diffusion_pretrain.derived_dataset import DERIVED_MARKER
+from nnunet_diffusion_pretrain.transfer.lowlabel_splits import MANIFEST_NAME, write_json_atomically
+from nnunet_diffusion_pretrain.evaluation.raw_dataset_check import check_raw_dataset
+from nnunet_diffusion_pretrain.transfer.sided_labels import KEEP_SIDES_SUFFIX, sided_labels
+from nnunet_diffusion_pretrain.pool.derived_dataset import DERIVED_MARKER
 
 CONVERTERS = ("btcv6_subset", "chaos_mr", "flare22", "btcv", "amos22", "word", "abdomenct1k")
 STATE_FILE = "benchmark_state.json"

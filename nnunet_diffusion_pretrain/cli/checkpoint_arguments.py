@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from nnunet_diffusion_pretrain.planned_dataset import PlannedDataset
-from nnunet_diffusion_pretrain.pretrained_denoiser import PRETRAINER, checkpoint_path
+from nnunet_diffusion_pretrain.diffusion.pretrained_denoiser import PRETRAINER, checkpoint_path
 
 
 def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:

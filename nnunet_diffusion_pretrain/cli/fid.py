@@ -20,13 +20,13 @@ import torch
 from tqdm import tqdm
 
 from nnunet_diffusion_pretrain.cli.checkpoint_arguments import add_checkpoint_arguments, resolve_checkpoint
-from nnunet_diffusion_pretrain.cli.errors import exits_cleanly_on_user_errors
+from nnunet_diffusion_pretrain.errors import exits_cleanly_on_user_errors
 from nnunet_diffusion_pretrain.errors import UserFacingError
-from nnunet_diffusion_pretrain.feature_networks import InceptionFeatures, NnunetEncoderFeatures
-from nnunet_diffusion_pretrain.generation_metrics import quality_metrics
-from nnunet_diffusion_pretrain.image_sets import nnunet_normalised, read_slices, slice_geometry, windowed_uint8
+from nnunet_diffusion_pretrain.diffusion.feature_networks import InceptionFeatures, NnunetEncoderFeatures
+from nnunet_diffusion_pretrain.diffusion.generation_metrics import quality_metrics
+from nnunet_diffusion_pretrain.pool.image_sets import nnunet_normalised, read_slices, slice_geometry, windowed_uint8
 from nnunet_diffusion_pretrain.planned_dataset import load_planned_dataset
-from nnunet_diffusion_pretrain.pretrained_denoiser import load_pretrained_denoiser
+from nnunet_diffusion_pretrain.diffusion.pretrained_denoiser import load_pretrained_denoiser
 
 
 def _features(network, images: torch.Tensor, batch_size: int, what: str) -> dict[str, torch.Tensor]:

@@ -14,14 +14,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nnunet_diffusion_pretrain.cli.errors import exits_cleanly_on_user_errors
+from nnunet_diffusion_pretrain.errors import exits_cleanly_on_user_errors
 from nnunet_diffusion_pretrain.errors import UserFacingError
-from nnunet_diffusion_pretrain.lowlabel_splits import (LowLabelFold, append_fold, budgets_to_counts,
+from nnunet_diffusion_pretrain.transfer.lowlabel_splits import (LowLabelFold, append_fold, budgets_to_counts,
                                                        check_held_out_unchanged, choose_held_out,
                                                        labelled_cases_per_repeat, load_splits, num_held_out,
                                                        record_folds, MANIFEST_NAME)
 from nnunet_diffusion_pretrain.planned_dataset import load_planned_dataset
-from nnunet_diffusion_pretrain.sparse_slice_dataset import write_sparse_slice_dataset
+from nnunet_diffusion_pretrain.transfer.sparse_slice_dataset import write_sparse_slice_dataset
 
 
 def _case_ids(preprocessed: Path, file_ending: str) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nnunet_diffusion_pretrain.cli.errors import exits_cleanly_on_user_errors
+from nnunet_diffusion_pretrain.errors import exits_cleanly_on_user_errors
 from nnunet_diffusion_pretrain.phantom import DEFAULT_SHAPE, raw_dataset_folder, write_phantom_dataset
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nnunet_diffusion_pretrain.cli.errors import exits_cleanly_on_user_errors
+from nnunet_diffusion_pretrain.errors import exits_cleanly_on_user_errors
 from nnunet_diffusion_pretrain.errors import UserFacingError
 from nnunet_diffusion_pretrain.planned_dataset import load_planned_dataset
-from nnunet_diffusion_pretrain.pool_preview import preview_rows, write_preview
+from nnunet_diffusion_pretrain.diffusion.pool_preview import preview_rows, write_preview
 
 
 @exits_cleanly_on_user_errors

@@ -18,12 +18,12 @@ from pathlib import Path
 import torch
 
 from nnunet_diffusion_pretrain.cli.checkpoint_arguments import add_checkpoint_arguments, resolve_checkpoint
-from nnunet_diffusion_pretrain.cli.errors import exits_cleanly_on_user_errors
+from nnunet_diffusion_pretrain.errors import exits_cleanly_on_user_errors
 from nnunet_diffusion_pretrain.errors import UserFacingError
-from nnunet_diffusion_pretrain.intensity_mapping import to_dataset_intensities
+from nnunet_diffusion_pretrain.pool.intensity_mapping import to_dataset_intensities
 from nnunet_diffusion_pretrain.planned_dataset import load_planned_dataset
-from nnunet_diffusion_pretrain.pretrained_denoiser import load_pretrained_denoiser
-from nnunet_diffusion_pretrain.sampling import SAMPLERS, sample_images, write_sample_grid
+from nnunet_diffusion_pretrain.diffusion.pretrained_denoiser import load_pretrained_denoiser
+from nnunet_diffusion_pretrain.diffusion.sampling import SAMPLERS, sample_images, write_sample_grid
 
 
 @exits_cleanly_on_user_errors

@@ -5,12 +5,7 @@ import argparse
 import os
 import shlex
 
-import nnunet_diffusion_pretrain.ext_trainers as ext_trainers
-
-
-def ext_trainer_folder() -> str:
-    """The folder of thin re-export modules (repository ``trainers/``, installed as a subpackage)."""
-    return os.path.dirname(os.path.abspath(ext_trainers.__file__))
+from nnunet_diffusion_pretrain.subprocess_steps import ext_trainer_folder
 
 
 def main() -> int:

@@ -22,18 +22,18 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from nnunet_diffusion_pretrain.cli.console_scripts import console_script
-from nnunet_diffusion_pretrain.cli.errors import exits_cleanly_on_user_errors
-from nnunet_diffusion_pretrain.cli.subprocess_steps import run_step
-from nnunet_diffusion_pretrain.derived_dataset import (copy_images, derived_raw_folder, ignore_label,
+from nnunet_diffusion_pretrain.subprocess_steps import console_script
+from nnunet_diffusion_pretrain.errors import exits_cleanly_on_user_errors
+from nnunet_diffusion_pretrain.subprocess_steps import run_step
+from nnunet_diffusion_pretrain.pool.derived_dataset import (copy_images, derived_raw_folder, ignore_label,
                                                        preprocess_on_source_plans)
 from nnunet_diffusion_pretrain.errors import UserFacingError
-from nnunet_diffusion_pretrain.intensity_mapping import to_dataset_intensities
-from nnunet_diffusion_pretrain.lowlabel_splits import fold_cases, write_json_atomically
+from nnunet_diffusion_pretrain.pool.intensity_mapping import to_dataset_intensities
+from nnunet_diffusion_pretrain.transfer.lowlabel_splits import fold_cases, write_json_atomically
 from nnunet_diffusion_pretrain.planned_dataset import load_planned_dataset
-from nnunet_diffusion_pretrain.pretrained_denoiser import load_pretrained_denoiser
-from nnunet_diffusion_pretrain.sampling import sample_images
-from nnunet_diffusion_pretrain.synthetic_cases import confident_labels, write_generated_images
+from nnunet_diffusion_pretrain.diffusion.pretrained_denoiser import load_pretrained_denoiser
+from nnunet_diffusion_pretrain.diffusion.sampling import sample_images
+from nnunet_diffusion_pretrain.diffusion.synthetic_cases import confident_labels, write_generated_images
 
 SYNTHETIC_PREFIX = "synthetic_"
 

@@ -1,8 +1,8 @@
 """The plugin's nnU-Net trainer classes (found by stock commands through ``nnUNet_extTrainer``).
 
 Importing them also routes ``-pretrained_weights`` through our safe loader (see
-``pretrained_weights_hook``) and turns our clear errors into one line (``cli.errors``)."""
-from nnunet_diffusion_pretrain.cli.errors import install_user_error_hook
+``pretrained_weights_hook``) and turns our clear errors into one line (``errors``)."""
+from nnunet_diffusion_pretrain.errors import install_user_error_hook
 from nnunet_diffusion_pretrain.training.diffusion_pretrain_trainer import (
     nnUNetTrainerDiffusionPretrain, nnUNetTrainerDiffusionPretrain_cosine, nnUNetTrainerDiffusionPretrain_cosine_vpred,
     nnUNetTrainerDiffusionPretrain_poly, nnUNetTrainerDiffusionPretrain_unitRange, nnUNetTrainerDiffusionPretrain_vpred)

@@ -25,22 +25,22 @@ from torch._dynamo import OptimizedModule
 
 from nnunet_diffusion_pretrain.checkpoint_io import (EMA_WEIGHTS, RAW_WEIGHTS, load_checkpoint_safely,
                                                      save_checkpoint_atomically)
-from nnunet_diffusion_pretrain.ema_weights import ema_state_dict, ema_weights_applied, make_ema
+from nnunet_diffusion_pretrain.diffusion.ema_weights import ema_state_dict, ema_weights_applied, make_ema
 from nnunet_diffusion_pretrain.errors import UserFacingError
-from nnunet_diffusion_pretrain.input_range import unit_range_mapping
-from nnunet_diffusion_pretrain.noise_schedule import DiffusionSettings, denoising_loss
+from nnunet_diffusion_pretrain.diffusion.input_range import unit_range_mapping
+from nnunet_diffusion_pretrain.diffusion.noise_schedule import DiffusionSettings, denoising_loss
 from nnunet_diffusion_pretrain.planned_dataset import PlannedDataset
-from nnunet_diffusion_pretrain.pretraining_data import (NO_LABELS, ROTATION, PretrainingImages, center_patches,
+from nnunet_diffusion_pretrain.diffusion.pretraining_data import (NO_LABELS, ROTATION, PretrainingImages, center_patches,
                                                         dummy_2d_augmentation, generative_training_transforms,
                                                         split_pool)
-from nnunet_diffusion_pretrain.pretraining_record import (RECORD_KEY, check_format_version, pretraining_record,
+from nnunet_diffusion_pretrain.diffusion.pretraining_record import (RECORD_KEY, check_format_version, pretraining_record,
                                                           record_mismatches)
-from nnunet_diffusion_pretrain.pretraining_schedule import (WarmupConstantLRScheduler, kept_checkpoint_name,
+from nnunet_diffusion_pretrain.diffusion.pretraining_schedule import (WarmupConstantLRScheduler, kept_checkpoint_name,
                                                             kept_iterations, warmup_epochs)
-from nnunet_diffusion_pretrain.sampling import sample_images, write_sample_grid
-from nnunet_diffusion_pretrain.time_conditioning import TimeConditionedUNet, strip_unused_heads
+from nnunet_diffusion_pretrain.diffusion.sampling import sample_images, write_sample_grid
+from nnunet_diffusion_pretrain.diffusion.time_conditioning import TimeConditionedUNet, build_denoiser
 from nnunet_diffusion_pretrain.training_budget import apply_training_budget, positive_int_from_env
-from nnunet_diffusion_pretrain.unlabeled_pool import PoolManifest
+from nnunet_diffusion_pretrain.pool.unlabeled_pool import PoolManifest
 
 MID_T_LOSS_KEY = "val_losses_mid_t"
 
@@ -79,9 +79,7 @@ class nnUNetTrainerDiffusionPretrain(nnUNetTrainer):
     def build_network_architecture(plans_manager, configuration_manager, num_input_channels: int,
                                    num_output_channels: int, enable_deep_supervision: bool = True) -> nn.Module:
         """The planned U-Net, predicting one value per input channel, plus timestep conditioning."""
-        unet = nnUNetTrainer.build_network_architecture(plans_manager, configuration_manager, num_input_channels,
-                                                        num_input_channels, enable_deep_supervision=False)
-        return TimeConditionedUNet(strip_unused_heads(unet))
+        return build_denoiser(plans_manager, configuration_manager, num_input_channels)
 
     def denoiser(self) -> TimeConditionedUNet:
         """The network without DDP and torch.compile wrappers."""

@@ -24,14 +24,14 @@ from torch import nn
 
 from nnunet_diffusion_pretrain.checkpoint_io import EMA_WEIGHTS, RAW_WEIGHTS
 from nnunet_diffusion_pretrain.errors import UserFacingError
-from nnunet_diffusion_pretrain.feature_probe import DEFAULT_TIMESTEPS, DiffusionFeatureClassifier
-from nnunet_diffusion_pretrain.finetune_schedules import (NNSSL_LR, EpochFactorLRScheduler, nnssl_factor,
+from nnunet_diffusion_pretrain.transfer.feature_probe import DEFAULT_TIMESTEPS, DiffusionFeatureClassifier
+from nnunet_diffusion_pretrain.transfer.finetune_schedules import (NNSSL_LR, EpochFactorLRScheduler, nnssl_factor,
                                                           sawtooth_decoder_epochs, sawtooth_factor)
-from nnunet_diffusion_pretrain.noise_schedule import DiffusionSettings
-from nnunet_diffusion_pretrain.pretrained_transfer import (ConditioningFold, load_pretrained_diffusion_weights,
+from nnunet_diffusion_pretrain.diffusion.noise_schedule import DiffusionSettings
+from nnunet_diffusion_pretrain.transfer.pretrained_transfer import (ConditioningFold, load_pretrained_diffusion_weights,
                                                            transfer_timestep)
-from nnunet_diffusion_pretrain.pretraining_record import transfer_requirements
-from nnunet_diffusion_pretrain.sided_labels import (KEEP_SIDES_ROTATION, KEEP_SIDES_SUFFIX, METHOD_SETTINGS_FILE,
+from nnunet_diffusion_pretrain.diffusion.pretraining_record import transfer_requirements
+from nnunet_diffusion_pretrain.transfer.sided_labels import (KEEP_SIDES_ROTATION, KEEP_SIDES_SUFFIX, METHOD_SETTINGS_FILE,
                                                     augmentation_summary, sided_labels)
 from nnunet_diffusion_pretrain.training.diffusion_pretrain_trainer import nnUNetTrainerDiffusionPretrain
 from nnunet_diffusion_pretrain.training.pretrained_weights_hook import register_network, unwrap

@@ -1,1 +1,0 @@
-"""The label-efficiency benchmark behind ``nnUNetv2_diffusion_benchmark``."""
