@@ -3,8 +3,10 @@
 
 Statistics: a run's score is the mean over held-out cases of the mean over organs; "mean +- std" is
 over repeats (different labelled cases). Paired differences against stock nnU-Net pair each
-held-out case of each repeat (same labelled cases, same case), tested with the Wilcoxon
-signed-rank test (scipy, two-sided).
+held-out case of each repeat (same labelled cases, same case): mean difference, wins, a 95%
+interval from a hierarchical bootstrap over labelled choices and held-out cases, and the Wilcoxon
+signed-rank test (``paired_statistics``); with the share of the score variance that comes from the
+labelled choice, the held-out case and the pretraining run.
 """
 from __future__ import annotations
 
@@ -23,11 +25,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
 import torch  # noqa: E402
-from scipy.stats import wilcoxon  # noqa: E402
 
 from nnunet_diffusion_pretrain.evaluation.budget_calibration import ORGAN_LEARNED_DICE, unlearned_organs  # noqa: E402
 from nnunet_diffusion_pretrain.evaluation.run_catalogue import (  # noqa: E402
     FINETUNE, METHOD_LABELS, METHODS, PRETRAINER, STOCK, SYNTHETIC, TrainingRun, budget_order)
+from nnunet_diffusion_pretrain.evaluation.paired_statistics import (paired_comparison,  # noqa: E402
+                                                                   variance_components, verdict)
 from nnunet_diffusion_pretrain.transfer.lowlabel_splits import write_json_atomically  # noqa: E402
 from nnunet_diffusion_pretrain.transfer.sided_labels import METHOD_SETTINGS_FILE  # noqa: E402
 
@@ -64,13 +67,9 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
-def _paired_test(method_cases: list[float], stock_cases: list[float]) -> dict:
-    diffs = np.array(method_cases) - np.array(stock_cases)
-    if len(diffs) == 0:
-        return {}
-    p = 1.0 if not np.any(diffs) else float(wilcoxon(diffs).pvalue)
-    return {"mean_difference": float(diffs.mean()), "wins": int((diffs > 0).sum()), "losses": int((diffs < 0).sum()),
-            "pairs": int(len(diffs)), "wilcoxon_p": p}
+def _pair_scores(runs: list[TrainingRun], scores: list[dict]) -> dict[tuple[str, str, str], float]:
+    """Dice keyed by (fold: the pretraining run, labelled choice, held-out case); one pretraining run."""
+    return {("0", f"r{r.repeat}", case): s[case]["dice"] for r, s in zip(runs, scores) for case in s}
 
 
 def summarize(runs: list[TrainingRun], metrics: dict[str, dict]) -> dict:
@@ -80,7 +79,7 @@ def summarize(runs: list[TrainingRun], metrics: dict[str, dict]) -> dict:
         groups.setdefault((run.kind, run.budget, run.budget_label), []).append(run)
     summary = []
     for (kind, budget, label), members in sorted(groups.items(), key=lambda kv: budget_order(*kv[0][:2])):
-        by_method = {}
+        by_method, pair_scores = {}, {}
         for method in METHODS:
             mruns = sorted((r for r in members if r.method == method), key=lambda r: r.repeat)
             if not mruns:
@@ -94,62 +93,66 @@ def summarize(runs: list[TrainingRun], metrics: dict[str, dict]) -> dict:
             entry["organs"] = {o: {m: float(np.mean([c[o][m] for r in mruns for c in metrics[r.run_id]["cases"].values()]))
                                    for m in METRICS} for o in organs}
             entry["case_scores"] = [[sc[c]["dice"] for c in sorted(sc)] for sc in scores]
+            pair_scores[method] = _pair_scores(mruns, scores)
+            entry["variance"] = variance_components(pair_scores[method])
             by_method[method] = entry
         if STOCK in by_method:
-            stock_cases = sum(by_method[STOCK]["case_scores"], [])
             for method, entry in by_method.items():
-                if method != STOCK and entry["repeats"] == by_method[STOCK]["repeats"]:
-                    entry["vs_stock_dice"] = _paired_test(sum(entry["case_scores"], []), stock_cases)
+                if method != STOCK:
+                    entry["paired"] = paired_comparison(pair_scores[method], pair_scores[STOCK])
         if SYNTHETIC in by_method and FINETUNE in by_method:  # what the generated images add to the same method
-            with_images, without = by_method[SYNTHETIC], by_method[FINETUNE]
-            if with_images["repeats"] == without["repeats"]:
-                with_images["vs_finetune_dice"] = _paired_test(sum(with_images["case_scores"], []),
-                                                               sum(without["case_scores"], []))
+            by_method[SYNTHETIC]["vs_finetune_dice"] = paired_comparison(pair_scores[SYNTHETIC], pair_scores[FINETUNE])
         summary.append({"kind": kind, "budget": budget, "label": label, "methods": by_method})
     return {"budgets": summary}
 
 
+def _paired_text(test: dict) -> str:
+    low, high = test["ci95"]
+    return (f"{test['mean_diff']:+.3f} Dice (95% CI [{low:+.3f}, {high:+.3f}], {test['wins']}/{test['n_pairs']} "
+            f"pairs won, Wilcoxon p = {test['wilcoxon_p']:.3g})")
+
+
 def _verdicts(summary: dict) -> list[str]:
-    """The issue's target, checked for the scarcest budgets: best diffusion method's margin over
-    stock nnU-Net on mean Dice against the spread over repeats."""
+    """The target, checked at every low-label budget: each diffusion method against stock nnU-Net,
+    paired over (labelled choice, held-out case); "beats stock" only when the interval excludes 0."""
     lines = []
     for group in summary["budgets"]:
         methods = group["methods"]
-        if group["kind"] == "all" or STOCK not in methods or len(methods) < 2:
+        if group["kind"] == "all" or STOCK not in methods:
             continue
-        best = max((m for m in methods if m != STOCK), key=lambda m: methods[m]["dice"]["mean"])
-        margin = methods[best]["dice"]["mean"] - methods[STOCK]["dice"]["mean"]
-        spread = max(methods[best]["dice"]["std"], methods[STOCK]["dice"]["std"])
-        if methods[best]["repeats"] < 2:
-            verdict = "undetermined (one repeat: no spread)"
-        else:
-            verdict = "MET" if margin > spread else "NOT met"
-        test = methods[best].get("vs_stock_dice", {})
-        lines.append(f"- **{group['label']}**: best is {METHOD_LABELS[best]} "
-                     f"{methods[best]['dice']['mean']:.3f} vs stock {methods[STOCK]['dice']['mean']:.3f}: margin "
-                     f"{margin:+.3f}, spread over repeats (larger std) {spread:.3f} -> target {verdict}"
-                     + (f" (paired over cases: {test['wins']}/{test['pairs']} wins, Wilcoxon p = "
-                        f"{test['wilcoxon_p']:.3g})" if test else ""))
+        for method, entry in methods.items():
+            if method in (STOCK, SYNTHETIC) or not entry.get("paired"):
+                continue
+            lines.append(f"- **{group['label']}, {METHOD_LABELS[method]}** against stock nnU-Net: "
+                         f"{_paired_text(entry['paired'])} -> {verdict(entry['paired'])}")
     return lines
 
 
 def _synthetic_verdicts(summary: dict) -> list[str]:
     """Whether the synthetic images help: fine-tune all with them against fine-tune all without,
-    by the same rule as the target (mean Dice margin against the spread over repeats)."""
+    paired the same way."""
     lines = []
     for group in summary["budgets"]:
-        methods = group["methods"]
-        test = methods.get(SYNTHETIC, {}).get("vs_finetune_dice")
-        if not test:
-            continue
-        with_images, without = methods[SYNTHETIC]["dice"], methods[FINETUNE]["dice"]
-        margin, spread = with_images["mean"] - without["mean"], max(with_images["std"], without["std"])
-        verdict = "helps" if margin > spread else "hurts" if margin < -spread else "no effect beyond the spread"
-        lines.append(f"- **Synthetic images, {group['label']}**: {METHOD_LABELS[SYNTHETIC]} {with_images['mean']:.3f} "
-                     f"vs {METHOD_LABELS[FINETUNE]} {without['mean']:.3f}: margin {margin:+.3f}, spread {spread:.3f} "
-                     f"-> {verdict} (paired over cases: {test['wins']}/{test['pairs']} wins, Wilcoxon p = "
-                     f"{test['wilcoxon_p']:.3g})")
+        test = group["methods"].get(SYNTHETIC, {}).get("vs_finetune_dice")
+        if test:
+            said = {"beats stock": "helps", "worse than stock": "hurts"}.get(verdict(test), "no difference shown")
+            lines.append(f"- **Synthetic images, {group['label']}**: {METHOD_LABELS[SYNTHETIC]} against "
+                         f"{METHOD_LABELS[FINETUNE]}: {_paired_text(test)} -> {said}")
     return lines
+
+
+def _variance_lines(summary: dict) -> list[str]:
+    lines = []
+    for group in summary["budgets"]:
+        for method, entry in group["methods"].items():
+            shares = entry.get("variance", {}).get("shares_of_sum_of_squares")
+            if shares and entry["repeats"] > 1:
+                run = "n/a (one run)" if shares["pretraining_run"] is None else f"{shares['pretraining_run']:.0%}"
+                lines.append(f"| {group['label']} | {METHOD_LABELS[method]} | {shares['labelled_choice']:.0%} | "
+                             f"{shares['held_out_case']:.0%} | {run} | {shares['residual']:.0%} |")
+    return (["", "## Where the spread comes from (shares of the Dice sum of squares)", "",
+             "| labelled data | method | labelled choice | held-out case | pretraining run | interaction |",
+             "|---|---|---|---|---|---|", *lines] if lines else [])
 
 
 def _upper_bound_check(summary: dict) -> list[str]:
@@ -353,17 +356,22 @@ def _markdown(meta: dict, summary: dict, state: dict, runs: list[TrainingRun], p
              f"run score = mean over held-out cases of the organ mean.",
              "- No setting was tuned on the held-out cases (all fixed before the run).", "",
              "## Target: diffusion pretraining beats stock nnU-Net at the scarcest budgets", "",
+             "Each method against stock nnU-Net on the same (labelled choice, held-out case) pairs; 95% interval "
+             "from a hierarchical bootstrap over labelled choices and held-out cases; \"beats stock\" only when the "
+             "interval excludes 0.", "",
              *(_verdicts(summary) or ["- (no low-label budget with stock and diffusion runs)"]),
              *_synthetic_verdicts(summary), *_upper_bound_check(summary), "",
              "## Mean Dice / NSD (mean +- std over repeats)", "",
-             "| labelled data | method | repeats | Dice | NSD | paired Dice diff vs stock | wins/pairs | Wilcoxon p |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| labelled data | method | repeats | Dice | NSD | paired Dice diff vs stock | 95% CI | wins/pairs | "
+             "Wilcoxon p |", "|---|---|---|---|---|---|---|---|---|"]
     for group in summary["budgets"]:
         for method, e in group["methods"].items():
-            t = e.get("vs_stock_dice", {})
+            t = e.get("paired", {})
             lines.append(f"| {group['label']} | {METHOD_LABELS[method]} | {e['repeats']} | {_fmt(e['dice'])} | "
-                         f"{_fmt(e['nsd'])} | " + (f"{t['mean_difference']:+.3f} | {t['wins']}/{t['pairs']} | "
-                                                   f"{t['wilcoxon_p']:.3g} |" if t else "| | |"))
+                         f"{_fmt(e['nsd'])} | " + (f"{t['mean_diff']:+.3f} | [{t['ci95'][0]:+.3f}, {t['ci95'][1]:+.3f}] "
+                                                   f"| {t['wins']}/{t['n_pairs']} | {t['wilcoxon_p']:.3g} |"
+                                                   if t else "| | | |"))
+    lines += _variance_lines(summary)
     lines += ["", "## Per organ: Dice (NSD), mean over repeats and held-out cases", "",
               "| labelled data | method | " + " | ".join(organs) + " |", "|---|---|" + "---|" * len(organs)]
     for group in summary["budgets"]:

@@ -12,6 +12,7 @@ import SimpleITK as sitk
 
 from conftest import command, kill_when, run
 from nnunet_diffusion_pretrain.evaluation.budget_calibration import add_calibration_fold, needs_another_run, worst_dice
+from nnunet_diffusion_pretrain.evaluation.paired_statistics import verdict
 from nnunet_diffusion_pretrain.evaluation.reduced_configuration import add_configuration, reduced_2d_configuration
 from nnunet_diffusion_pretrain.evaluation.report import budgets_line, summarize
 from nnunet_diffusion_pretrain.evaluation.run_catalogue import METHODS, STOCK, SYNTHETIC, TrainingRun
@@ -112,12 +113,17 @@ def test_summary_pairs_cases_with_stock_and_reports_spread():
     finetune = summary["methods"][METHODS[1]]
     assert finetune["dice"]["per_repeat"] == pytest.approx([0.6, 0.7, 0.8], abs=0.011)
     assert finetune["dice"]["std"] == pytest.approx(0.1, abs=0.01)
-    test = finetune["vs_stock_dice"]
-    assert test["pairs"] == 12 and test["wins"] == 12 and test["wilcoxon_p"] < 0.001
-    probe = summary["methods"][METHODS[3]]["vs_stock_dice"]
-    assert probe["losses"] == 12 and probe["mean_difference"] == pytest.approx(-0.05, abs=0.011)
+    test = finetune["paired"]
+    assert test["n_pairs"] == 12 and test["wins"] == 12 and test["wilcoxon_p"] < 0.001
+    assert 0 < test["ci95"][0] <= test["mean_diff"] <= test["ci95"][1] and verdict(test) == "beats stock"
+    probe = summary["methods"][METHODS[3]]["paired"]
+    assert probe["losses"] == 12 and probe["mean_diff"] == pytest.approx(-0.05, abs=0.011)
+    assert verdict(probe) == "worse than stock"
     synthetic = summary["methods"][SYNTHETIC]["vs_finetune_dice"]  # judged against the same method without images
-    assert synthetic["losses"] == 12 and synthetic["mean_difference"] == pytest.approx(-0.05, abs=1e-9)
+    assert synthetic["losses"] == 12 and synthetic["mean_diff"] == pytest.approx(-0.05, abs=1e-9)
+    shares = finetune["variance"]["shares_of_sum_of_squares"]  # the repeats differ by 0.1, the cases not at all
+    assert shares["labelled_choice"] == pytest.approx(1.0) and shares["held_out_case"] == pytest.approx(0.0)
+    assert shares["pretraining_run"] is None
     assert "vs_finetune_dice" not in finetune
 
 
@@ -220,10 +226,15 @@ def test_benchmark_command_end_to_end_kill_and_resume(nnunet_env, tmp_path):
         assert f"Epoch {last_epoch}\n" in text and f"Epoch {last_epoch + 1}\n" not in text
     assert results["versions"]["nnunetv2"] and results["machine"]["cpu_count"]
     report = (out / "report.md").read_text()
-    for text in ("stock nnU-Net", "diffusion: linear probe", "no mirroring TTA", "the `_keepSides` trainers",
+    for group in results["summary"]["budgets"]:  # the schema the docs describe, on a real (tiny) run
+        for method, entry in group["methods"].items():
+            if method != STOCK and group["kind"] != "all":
+                assert set(entry["paired"]) >= {"n_pairs", "mean_diff", "wins", "ci95", "wilcoxon_p"}
+                assert entry["paired"]["n_pairs"] == 2 and entry["paired"]["ci95"][0] <= entry["paired"]["ci95"][1]
+    for text in ("stock nnU-Net", "diffusion: linear probe", "95% CI", "hierarchical bootstrap", "no mirroring TTA", "the `_keepSides` trainers",
                  "transfer timestep t*=0", "Segmentation budget calibrated", "+ synthetic", "4 slices", "all (4 volumes)", "Wilcoxon",
                  "Wall time",
-                 "pretraining", "undetermined (one repeat", "Budgets: 4 slices x 1 repeat(s) (",
+                 "pretraining", "Budgets: 4 slices x 1 repeat(s) (",
                  "Diffusion pretraining (`nnUNetTrainerDiffusionPretrain`): 1 x 3 iterations"):
         assert text in report
     for plot in ("label_efficiency.png", "contours.png", "pretraining_samples.png"):
