@@ -34,9 +34,10 @@ from nnunet_diffusion_pretrain.evaluation.axial_plans import AXIAL_PLANS, plan_a
 from nnunet_diffusion_pretrain.evaluation.budget_calibration import (add_calibration_fold, calibration_run,
                                                                     needs_another_run, run_name, run_seconds,
                                                                     unlearned_organs, validation_dice, worst_dice)
+from nnunet_diffusion_pretrain.evaluation.external_test import external_cases
 from nnunet_diffusion_pretrain.evaluation.presets import PRESETS, BenchmarkPreset
 from nnunet_diffusion_pretrain.evaluation.reduced_configuration import add_configuration, reduced_2d_configuration
-from nnunet_diffusion_pretrain.evaluation.report import write_report
+from nnunet_diffusion_pretrain.evaluation.report import EXTERNAL_METRICS, write_report
 from nnunet_diffusion_pretrain.evaluation.run_catalogue import (PRETRAINER, STOCK, SYNTHETIC, TrainingRun, catalogue,
                                                                start_arguments)
 from nnunet_diffusion_pretrain.evaluation.segmentation_metrics import organ_metrics
@@ -94,6 +95,10 @@ def _parser() -> argparse.ArgumentParser:
                              "counts; a miss ends the step at once); preset's default (cpu 2, gpu 1)")
     parser.add_argument("--iterations-per-epoch", type=int, default=None,
                         help="override the preset's iterations per epoch (pretraining and segmentation)")
+    parser.add_argument("--external-test", type=Path, default=None,
+                        help="a folder with imagesTs/ and labelsTs/ from another source, in the dataset's "
+                             "representation: every trained model also predicts it, and the report adds a section "
+                             "with the same statistics (may be added to a finished benchmark)")
     parser.add_argument("--nsd-tolerance", type=float, default=2.0,
                         help="NSD tolerance in mm; default 2.0 (FLARE22 used 1 mm at finer spacing)")
     parser.add_argument("-w", "--work", type=Path, default=None,
@@ -371,6 +376,29 @@ def _train_and_evaluate(bench: Benchmark, run: TrainingRun, checkpoint: Path, la
     return True
 
 
+def _score_external(bench: Benchmark, run: TrainingRun, cases: list[str], labels: dict, progress: str) -> bool:
+    """The finished run's model predicts the external test set (nnU-Net's predict, its inference
+    settings) and is scored like on the held-out cases; False if done before."""
+    metrics_file = bench.work / EXTERNAL_METRICS / f"{run.run_id}.json"
+    if metrics_file.is_file():
+        return False
+    preset, folder = bench.preset, bench.args.external_test.resolve()
+    predictions = bench.work / "external_predictions" / run.run_id
+    bench.state["phases"]["external test"] = bench.state["phases"].get("external test", 0.0) + run_step(
+        f"[{progress}] {run.run_id}: predict the external test set", [
+            console_script("nnUNetv2_predict"), "-i", str(folder / "imagesTs"), "-o", str(predictions), "-d",
+            run.dataset[7:10], "-c", preset.configuration, "-p", AXIAL_PLANS, "-tr", run.trainer, "-f",
+            str(run.fold), "-chk", "checkpoint_final.pth", "-device", bench.args.device, "-npp", "1", "-nps", "1"],
+        bench.env, bench.work / "logs" / f"{run.run_id}_external.log")
+    ending = json.loads((bench.folder("nnUNet_raw") / bench.dataset / "dataset.json").read_text())["file_ending"]
+    per_case = {case: organ_metrics(str(predictions / f"{case}{ending}"), str(folder / "labelsTs" / f"{case}{ending}"),
+                                    labels, bench.args.nsd_tolerance) for case in cases}
+    metrics_file.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomically(metrics_file, {"run": run.run_id, "cases": per_case})
+    bench.save_state()
+    return True
+
+
 @exits_cleanly_on_user_errors
 def main() -> int:
     args = _parser().parse_args()
@@ -390,7 +418,13 @@ def main() -> int:
     manifest_folders = _splits(bench)
     manifest = json.loads((manifest_folders[0] / MANIFEST_NAME).read_text())
     all_fold = next(f for f in manifest["folds"] if f["kind"] == "all")
-    labels = json.loads((bench.folder("nnUNet_raw") / dataset / "dataset.json").read_text())["labels"]
+    dataset_json = json.loads((bench.folder("nnUNet_raw") / dataset / "dataset.json").read_text())
+    labels = dataset_json["labels"]
+    external = None
+    if args.external_test:
+        external = {"folder": str(args.external_test.resolve()),
+                    "cases": external_cases(args.external_test, dataset_json["file_ending"],
+                                            len(dataset_json["channel_names"]))}
     bench.preset = dataclasses.replace(preset, finetune_epochs=_calibrate_budget(bench, all_fold, labels))
     checkpoint = _pretrain(bench, all_fold["fold"])
 
@@ -401,14 +435,17 @@ def main() -> int:
     def report_so_far() -> Path:
         finished = [r for r in runs if _metrics_file(bench, r).is_file()]
         return write_report(bench.out, finished, bench.work, bench.state, labels, manifest["held_out"],
-                            checkpoint.parent, meta, pending=[r for r in runs if r not in finished])
+                            checkpoint.parent, meta, pending=[r for r in runs if r not in finished], external=external)
 
     started = time.time()
     for i, run in enumerate(tqdm(runs, desc="training runs", unit="run", disable=None)):
         # a partial report after every new run: a benchmark stopped early (a lent GPU's time running
         # out, a killed job) still leaves a report of what finished
-        if _train_and_evaluate(bench, run, checkpoint, labels, manifest["held_out"], f"run {i + 1}/{len(runs)}") \
-                and i + 1 < len(runs):
+        progress = f"run {i + 1}/{len(runs)}"
+        new = _train_and_evaluate(bench, run, checkpoint, labels, manifest["held_out"], progress)
+        if external:
+            new = _score_external(bench, run, external["cases"], labels, progress) or new
+        if new and i + 1 < len(runs):
             print(f"partial report ({i + 1} of {len(runs)} runs): {report_so_far()}")
     print(f"\n{len(runs)} runs finished ({time.time() - started:.0f} s in this invocation)")
     print(f"report: {report_so_far()}")

@@ -36,6 +36,7 @@ from nnunet_diffusion_pretrain.transfer.sided_labels import METHOD_SETTINGS_FILE
 
 METRICS = ("dice", "nsd")
 NOTES_FILE = "notes.md"  # hand-written remarks in the report folder, appended to report.md
+EXTERNAL_METRICS = "metrics_external"  # the work folder's per-run scores on the external test set
 COLORS = dict(zip(METHODS, ("tab:gray", "tab:blue", "tab:green", "tab:red", "tab:purple")))
 
 
@@ -139,6 +140,28 @@ def _synthetic_verdicts(summary: dict) -> list[str]:
             lines.append(f"- **Synthetic images, {group['label']}**: {METHOD_LABELS[SYNTHETIC]} against "
                          f"{METHOD_LABELS[FINETUNE]}: {_paired_text(test)} -> {said}")
     return lines
+
+
+def _mean_table(summary: dict) -> list[str]:
+    lines = ["| labelled data | method | repeats | Dice | NSD | paired Dice diff vs stock | 95% CI | wins/pairs | "
+             "Wilcoxon p |", "|---|---|---|---|---|---|---|---|---|"]
+    for group in summary["budgets"]:
+        for method, e in group["methods"].items():
+            t = e.get("paired", {})
+            lines.append(f"| {group['label']} | {METHOD_LABELS[method]} | {e['repeats']} | {_fmt(e['dice'])} | "
+                         f"{_fmt(e['nsd'])} | " + (f"{t['mean_diff']:+.3f} | [{t['ci95'][0]:+.3f}, {t['ci95'][1]:+.3f}] "
+                                                   f"| {t['wins']}/{t['n_pairs']} | {t['wilcoxon_p']:.3g} |"
+                                                   if t else "| | | |"))
+    return lines
+
+
+def _external_section(external: dict) -> list[str]:
+    """The same statistics on the external test set: how the models carry to another source."""
+    return ["", f"## External test set: `{external['folder']}`", "",
+            f"Every trained model also predicted the {len(external['cases'])} cases of this folder (another "
+            f"source, never used for training or any choice), with the same inference settings as the held-out "
+            f"cases.", "", *(_verdicts(external["summary"]) or ["- (no low-label budget with stock and diffusion runs)"]),
+            "", *_mean_table(external["summary"])]
 
 
 def _variance_lines(summary: dict) -> list[str]:
@@ -361,16 +384,7 @@ def _markdown(meta: dict, summary: dict, state: dict, runs: list[TrainingRun], p
              "interval excludes 0.", "",
              *(_verdicts(summary) or ["- (no low-label budget with stock and diffusion runs)"]),
              *_synthetic_verdicts(summary), *_upper_bound_check(summary), "",
-             "## Mean Dice / NSD (mean +- std over repeats)", "",
-             "| labelled data | method | repeats | Dice | NSD | paired Dice diff vs stock | 95% CI | wins/pairs | "
-             "Wilcoxon p |", "|---|---|---|---|---|---|---|---|---|"]
-    for group in summary["budgets"]:
-        for method, e in group["methods"].items():
-            t = e.get("paired", {})
-            lines.append(f"| {group['label']} | {METHOD_LABELS[method]} | {e['repeats']} | {_fmt(e['dice'])} | "
-                         f"{_fmt(e['nsd'])} | " + (f"{t['mean_diff']:+.3f} | [{t['ci95'][0]:+.3f}, {t['ci95'][1]:+.3f}] "
-                                                   f"| {t['wins']}/{t['n_pairs']} | {t['wilcoxon_p']:.3g} |"
-                                                   if t else "| | | |"))
+             "## Mean Dice / NSD (mean +- std over repeats)", "", *_mean_table(summary)]
     lines += _variance_lines(summary)
     lines += ["", "## Per organ: Dice (NSD), mean over repeats and held-out cases", "",
               "| labelled data | method | " + " | ".join(organs) + " |", "|---|---|" + "---|" * len(organs)]
@@ -390,6 +404,14 @@ def _markdown(meta: dict, summary: dict, state: dict, runs: list[TrainingRun], p
     return "\n".join(lines) + "\n"
 
 
+def _external_results(external: dict, runs: list[TrainingRun], work: Path) -> dict:
+    files = {r.run_id: work / EXTERNAL_METRICS / f"{r.run_id}.json" for r in runs}
+    done = [r for r in runs if files[r.run_id].is_file()]
+    metrics = {r.run_id: json.loads(files[r.run_id].read_text()) for r in done}
+    return {**external, "runs": [{"run_id": r.run_id, "cases": metrics[r.run_id]["cases"]} for r in done],
+            "summary": summarize(done, metrics)}
+
+
 def with_hand_notes(report: str, folder: Path) -> str:
     """``report`` followed by the folder's hand-written ``notes.md``, if any: the user's remarks on a
     run survive every regeneration of the report."""
@@ -400,9 +422,11 @@ def with_hand_notes(report: str, folder: Path) -> str:
 
 
 def write_report(out: Path, runs: list[TrainingRun], work: Path, state: dict, labels: dict, held_out: list[str],
-                 pretrain_folder: Path, meta: dict, pending: Sequence[TrainingRun] = ()) -> Path:
+                 pretrain_folder: Path, meta: dict, pending: Sequence[TrainingRun] = (),
+                 external: dict | None = None) -> Path:
     """Report of the finished ``runs``; ``pending`` (not run yet) are named, so a partial report
-    cannot pass for a complete one."""
+    cannot pass for a complete one. ``external`` (``folder``, ``cases``): the runs' scores on an
+    external test set are read from ``work/metrics_external`` and reported beside."""
     out.mkdir(parents=True, exist_ok=True)
     pending = list(pending)
     metrics = {r.run_id: json.loads((work / "metrics" / f"{r.run_id}.json").read_text()) for r in runs}
@@ -427,8 +451,10 @@ def write_report(out: Path, runs: list[TrainingRun], work: Path, state: dict, la
                   "method_settings": settings_of[r.run_id], "cases": metrics[r.run_id]["cases"]}
                  for r in runs],
         "pending_runs": [r.run_id for r in pending],
-        "summary": summary})
+        "summary": summary, "external_test": external and _external_results(external, runs, work)})
     report = _markdown(meta, summary, state, runs, pending, held_out, organs, now, versions, machine, settings_of)
+    if external:
+        report += "\n".join(_external_section(_external_results(external, runs, work))) + "\n"
     if samples.is_file():
         (out / "pretraining_samples.png").write_bytes(samples.read_bytes())
         report += "\n![DDIM samples of the pretrained model](pretraining_samples.png)\n"

@@ -267,3 +267,24 @@ def test_benchmark_command_end_to_end_kill_and_resume(nnunet_env, tmp_path):
     assert mirrored.returncode != 0 and "(keep_sides True -> False)" in mirrored.stderr
     unknown = run([*args, "--pretrainer", "nnUNetTrainerBudget"], nnunet_env, check=False)
     assert unknown.returncode != 0 and "not a diffusion pretraining trainer; one of" in unknown.stderr
+
+    # an external test set (another draw of the phantom), added to the finished benchmark: every
+    # trained model predicts it, no run is trained again, and the report gains its section
+    external = tmp_path / "external"
+    write_phantom_dataset(external, num_labelled=2, seed=11, shape=(16, 48, 48))
+    (external / "imagesTr").rename(external / "imagesTs")
+    (external / "labelsTr").rename(external / "labelsTs")
+    (external / "labelsTs" / "phantom_001.nii.gz").rename(external / "phantom_001_unlabelled.nii.gz")
+    incomplete = run([*args, "--external-test", str(external)], nnunet_env, check=False)
+    assert incomplete.returncode != 0 and "labelsTs/phantom_001.nii.gz" in incomplete.stderr.splitlines()[-1]
+    (external / "phantom_001_unlabelled.nii.gz").rename(external / "labelsTs" / "phantom_001.nii.gz")
+    run([*args, "--external-test", str(external)], nnunet_env, timeout=900)
+    results = json.loads((out / "results.json").read_text())
+    assert json.loads((work / "benchmark_state.json").read_text())["runs"] == state["runs"]
+    ext = results["external_test"]
+    assert ext["cases"] == ["phantom_000", "phantom_001"] and len(ext["runs"]) == len(results["runs"])
+    for r in ext["runs"]:
+        assert sorted(r["cases"]) == ext["cases"]
+    finetune = next(g for g in ext["summary"]["budgets"] if g["kind"] == "slices")["methods"]
+    assert finetune[METHODS[1]]["paired"]["n_pairs"] == 2
+    assert "## External test set" in (out / "report.md").read_text()
