@@ -26,8 +26,7 @@ from pathlib import Path
 from nnunet_diffusion_pretrain.evaluation.axial_plans import AXIAL_PLANS
 from nnunet_diffusion_pretrain.evaluation.report import with_hand_notes
 from nnunet_diffusion_pretrain.evaluation.work_folder import open_work_folder
-from nnunet_diffusion_pretrain.subprocess_steps import console_script
-from nnunet_diffusion_pretrain.subprocess_steps import run_step
+from nnunet_diffusion_pretrain.subprocess_steps import console_script, run_step
 from nnunet_diffusion_pretrain.pool.image_sets import read_slices, slice_geometry
 from nnunet_diffusion_pretrain.diffusion.sampling import plot_sample_grid, write_sample_grid
 

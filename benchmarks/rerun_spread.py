@@ -29,8 +29,7 @@ from nnunet_diffusion_pretrain.evaluation.report import segmentation_epochs, wit
 from nnunet_diffusion_pretrain.evaluation.run_catalogue import TrainingRun, start_arguments
 from nnunet_diffusion_pretrain.evaluation.segmentation_metrics import organ_metrics
 from nnunet_diffusion_pretrain.evaluation.work_folder import open_work_folder, training_budget_env
-from nnunet_diffusion_pretrain.subprocess_steps import console_script
-from nnunet_diffusion_pretrain.subprocess_steps import run_step
+from nnunet_diffusion_pretrain.subprocess_steps import console_script, run_step
 from nnunet_diffusion_pretrain.transfer.lowlabel_splits import write_json_atomically
 
 REPO = Path(__file__).resolve().parents[1]

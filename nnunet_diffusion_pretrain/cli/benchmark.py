@@ -42,9 +42,8 @@ from nnunet_diffusion_pretrain.evaluation.run_catalogue import (PRETRAINER, STOC
                                                                start_arguments)
 from nnunet_diffusion_pretrain.evaluation.segmentation_metrics import organ_metrics
 from nnunet_diffusion_pretrain.evaluation.work_folder import nnunet_folders_env, pretraining_fold, training_budget_env
-from nnunet_diffusion_pretrain.subprocess_steps import console_script
+from nnunet_diffusion_pretrain.subprocess_steps import console_script, run_step
 from nnunet_diffusion_pretrain.errors import exits_cleanly_on_user_errors
-from nnunet_diffusion_pretrain.subprocess_steps import run_step
 from nnunet_diffusion_pretrain.errors import UserFacingError
 from nnunet_diffusion_pretrain.transfer.lowlabel_splits import MANIFEST_NAME, write_json_atomically
 from nnunet_diffusion_pretrain.evaluation.raw_dataset_check import check_raw_dataset

@@ -14,10 +14,8 @@ import os
 import shlex
 from pathlib import Path
 
-from nnunet_diffusion_pretrain.subprocess_steps import console_script
+from nnunet_diffusion_pretrain.subprocess_steps import console_script, ext_trainer_folder, run_step
 from nnunet_diffusion_pretrain.errors import exits_cleanly_on_user_errors
-from nnunet_diffusion_pretrain.subprocess_steps import ext_trainer_folder
-from nnunet_diffusion_pretrain.subprocess_steps import run_step
 
 DATASET_ID, DATASET_NAME = 990, "DiffusionPhantom"
 PRETRAINER = "nnUNetTrainerDiffusionPretrain"

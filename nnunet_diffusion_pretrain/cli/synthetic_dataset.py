@@ -22,9 +22,8 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from nnunet_diffusion_pretrain.subprocess_steps import console_script
+from nnunet_diffusion_pretrain.subprocess_steps import console_script, run_step
 from nnunet_diffusion_pretrain.errors import exits_cleanly_on_user_errors
-from nnunet_diffusion_pretrain.subprocess_steps import run_step
 from nnunet_diffusion_pretrain.pool.derived_dataset import (copy_images, derived_raw_folder, ignore_label,
                                                        preprocess_on_source_plans)
 from nnunet_diffusion_pretrain.errors import UserFacingError

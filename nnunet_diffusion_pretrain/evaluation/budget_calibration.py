@@ -15,8 +15,7 @@ import shutil
 from pathlib import Path
 
 from nnunet_diffusion_pretrain.evaluation.run_catalogue import start_arguments
-from nnunet_diffusion_pretrain.subprocess_steps import console_script
-from nnunet_diffusion_pretrain.subprocess_steps import run_step
+from nnunet_diffusion_pretrain.subprocess_steps import console_script, run_step
 from nnunet_diffusion_pretrain.errors import UserFacingError
 from nnunet_diffusion_pretrain.transfer.lowlabel_splits import append_fold, write_json_atomically
 
