@@ -48,6 +48,16 @@ def choose_held_out(case_ids: list[str], num_val: int, seed: int) -> list[str]:
     return sorted(order[:num_val].tolist())
 
 
+def cross_validation_held_out(case_ids: list[str], num_folds: int, fold: int, seed: int) -> list[str]:
+    """Fold ``fold``'s held-out cases: the ``num_folds`` groups split one seeded permutation into
+    disjoint, near-equal parts, so over all folds every case is held out exactly once."""
+    if not 2 <= num_folds <= len(case_ids) or not 0 <= fold < num_folds:
+        raise UserFacingError(f"cannot make fold {fold} of {num_folds} cross-validation folds from {len(case_ids)} "
+                              f"cases: 2 <= folds <= cases and 0 <= fold < folds")
+    order = np.random.default_rng(seed).permutation(sorted(case_ids))
+    return sorted(np.array_split(order, num_folds)[fold].tolist())
+
+
 def van_der_corput(index: int, base: int) -> Fraction:
     """The ``index``-th point of the van der Corput sequence in [0, 1): 0, 1/b, 2/b, ..., 1/b^2, ...
     Each new point falls in the largest gap left by the earlier ones, and no point depends on how

@@ -11,7 +11,8 @@ import SimpleITK as sitk
 from conftest import command, run
 from nnunet_diffusion_pretrain.errors import UserFacingError
 from nnunet_diffusion_pretrain.transfer.lowlabel_splits import (budgets_to_counts, choose_held_out,
-                                                       labelled_cases_per_repeat, repeat_start)
+                                                                cross_validation_held_out, labelled_cases_per_repeat,
+                                                                repeat_start)
 from nnunet_diffusion_pretrain.transfer.sparse_slice_dataset import spread_slices
 
 CASES = [f"case_{i:02d}" for i in range(20)]
@@ -23,6 +24,15 @@ def test_held_out_set_is_deterministic_and_shared():
     assert choose_held_out(CASES, 4, seed=1) != a
     with pytest.raises(UserFacingError):
         choose_held_out(CASES, 20, seed=0)
+
+
+def test_cross_validation_holds_out_every_case_exactly_once():
+    groups = [cross_validation_held_out(CASES[:7], 3, k, seed=0) for k in range(3)]
+    assert sorted(sum(groups, [])) == CASES[:7] and sorted(len(g) for g in groups) == [2, 2, 3]
+    assert groups == [cross_validation_held_out(CASES[:7], 3, k, seed=0) for k in range(3)], "deterministic"
+    assert groups != [cross_validation_held_out(CASES[:7], 3, k, seed=1) for k in range(3)]
+    with pytest.raises(UserFacingError, match="cross-validation folds"):
+        cross_validation_held_out(CASES[:7], 3, 3, seed=0)
 
 
 def test_repeats_differ_budgets_nest_and_never_touch_the_held_out_set():
