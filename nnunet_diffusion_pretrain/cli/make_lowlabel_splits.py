@@ -5,7 +5,8 @@ Examples:
   nnUNetv2_make_lowlabel_splits -d 501 --fraction 0.01 0.1 --repeats 3
   nnUNetv2_make_lowlabel_splits -d 501 --num-labeled-slices 4 16 --slice-dataset-id 601 --repeats 3
 
-All folds share one held-out validation set (--num-val or --val-fraction, drawn with --seed). Folds
+All folds share one held-out validation set (--num-val or --val-fraction, drawn with --seed; or
+--cv-fold K k: group k of K disjoint groups, so that K calls hold out every case once). Folds
 0-4 and any other existing folds are kept; new ones are appended, printed and written to
 lowlabel_splits.json next to splits_final.json. Train with ``nnUNetv2_train 501 2d FOLD ...``.
 """
@@ -18,6 +19,7 @@ from nnunet_diffusion_pretrain.errors import exits_cleanly_on_user_errors
 from nnunet_diffusion_pretrain.errors import UserFacingError
 from nnunet_diffusion_pretrain.transfer.lowlabel_splits import (LowLabelFold, append_fold, budgets_to_counts,
                                                        check_held_out_unchanged, choose_held_out,
+                                                       cross_validation_held_out,
                                                        labelled_cases_per_repeat, load_splits, num_held_out,
                                                        record_folds, MANIFEST_NAME)
 from nnunet_diffusion_pretrain.planned_dataset import load_planned_dataset
@@ -57,6 +59,9 @@ def main() -> int:
     parser.add_argument("--num-val", type=int, default=None, help="number of held-out validation cases")
     parser.add_argument("--val-fraction", type=float, default=0.2,
                         help="held-out fraction if --num-val is not given; default 0.2")
+    parser.add_argument("--cv-fold", type=int, nargs=2, metavar=("K", "k"), default=None,
+                        help="hold out group k (0-based) of K disjoint groups of one --seed permutation instead of "
+                             "--num-val/--val-fraction (cross-validation: each case is held out in exactly one k)")
     parser.add_argument("-p", default="nnUNetPlans", help="plans identifier; default nnUNetPlans")
     parser.add_argument("-c", default="2d",
                         help="2D configuration to preprocess the slice dataset with (one that inherits from 2d "
@@ -69,13 +74,16 @@ def main() -> int:
         parser.error("--num-labeled-slices needs --slice-dataset-id (the ID of the derived dataset)")
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    if args.cv_fold and args.num_val is not None:
+        parser.error("give --cv-fold or --num-val, not both")
 
     # slice budgets are 2D; case budgets work for every configuration of the plans
     dataset = load_planned_dataset(args.d, args.c if args.num_labeled_slices else None, args.p)
     if args.num_labeled_slices and len(dataset.configuration_manager.patch_size) != 2:
         parser.error(f"--num-labeled-slices needs a 2D configuration; {args.c} is 3D")
     cases = _case_ids(dataset.preprocessed_folder, dataset.dataset_json["file_ending"])
-    held_out = choose_held_out(cases, num_held_out(args.num_val, args.val_fraction, len(cases)), args.seed)
+    held_out = cross_validation_held_out(cases, *args.cv_fold, args.seed) if args.cv_fold else \
+        choose_held_out(cases, num_held_out(args.num_val, args.val_fraction, len(cases)), args.seed)
     check_held_out_unchanged(dataset.preprocessed_folder, held_out)
     pool = [c for c in cases if c not in held_out]
     orders = labelled_cases_per_repeat(pool, args.repeats, args.seed)

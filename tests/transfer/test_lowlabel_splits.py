@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -114,6 +115,24 @@ def test_command_appends_folds_keeps_existing_ones_and_writes_a_manifest(nnunet_
     assert too_many.returncode == 1 and "only 3 training cases" in too_many.stderr
     other_val = splits_command(nnunet_env, "--num-labeled", "1", "--num-val", "1", check=False)
     assert other_val.returncode == 1 and "already uses the held-out cases" in other_val.stderr
+
+
+def test_cv_fold_holds_out_each_case_in_exactly_one_of_k_calls(nnunet_env, planned_phantom, tmp_path):
+    held_out = []
+    for k in range(3):  # each fold on its own copy of the preprocessed dataset, as a benchmark's folds are
+        root = tmp_path / f"preprocessed_{k}"
+        copy = shutil.copytree(planned_phantom["preprocessed"], root / planned_phantom["name"],
+                               ignore=shutil.ignore_patterns("splits_final.json", "lowlabel_splits.json"))
+        splits_command(dict(nnunet_env, nnUNet_preprocessed=str(root)), "--cv-fold", "3", str(k), "--all-labeled",
+                       "--num-labeled", "1", "--repeats", "2", "--seed", "0")
+        manifest = json.loads((copy / "lowlabel_splits.json").read_text())
+        held_out.append(manifest["held_out"])
+        assert all(not set(f["train"]) & set(manifest["held_out"]) for f in manifest["folds"])
+    cases = sorted(p.name[:-len(".nii.gz")] for p in (planned_phantom["preprocessed"] / "gt_segmentations")
+                   .glob("*.nii.gz"))
+    assert sorted(sum(held_out, [])) == cases, "every case held out exactly once"
+    both = splits_command(nnunet_env, "--cv-fold", "3", "0", "--num-val", "2", "--num-labeled", "1", check=False)
+    assert both.returncode != 0 and "give --cv-fold or --num-val, not both" in both.stderr
 
 
 def test_slice_budget_makes_a_sparse_label_dataset_on_the_source_plans(nnunet_env, planned_phantom):
