@@ -37,7 +37,7 @@ from nnunet_diffusion_pretrain.evaluation.budget_calibration import (add_calibra
 from nnunet_diffusion_pretrain.evaluation.external_test import external_cases
 from nnunet_diffusion_pretrain.evaluation.presets import PRESETS, BenchmarkPreset
 from nnunet_diffusion_pretrain.evaluation.reduced_configuration import add_configuration, reduced_2d_configuration
-from nnunet_diffusion_pretrain.evaluation.report import EXTERNAL_METRICS, write_report
+from nnunet_diffusion_pretrain.evaluation.report import EXTERNAL_METRICS, write_cv_report, write_report
 from nnunet_diffusion_pretrain.evaluation.run_catalogue import (PRETRAINER, STOCK, SYNTHETIC, TrainingRun, catalogue,
                                                                start_arguments)
 from nnunet_diffusion_pretrain.evaluation.segmentation_metrics import organ_metrics
@@ -45,7 +45,8 @@ from nnunet_diffusion_pretrain.evaluation.work_folder import nnunet_folders_env,
 from nnunet_diffusion_pretrain.subprocess_steps import console_script, run_step
 from nnunet_diffusion_pretrain.errors import exits_cleanly_on_user_errors
 from nnunet_diffusion_pretrain.errors import UserFacingError
-from nnunet_diffusion_pretrain.transfer.lowlabel_splits import MANIFEST_NAME, write_json_atomically
+from nnunet_diffusion_pretrain.transfer.lowlabel_splits import (MANIFEST_NAME, cross_validation_held_out,
+                                                                write_json_atomically)
 from nnunet_diffusion_pretrain.evaluation.raw_dataset_check import check_raw_dataset
 from nnunet_diffusion_pretrain.transfer.sided_labels import KEEP_SIDES_SUFFIX, sided_labels
 from nnunet_diffusion_pretrain.pool.derived_dataset import DERIVED_MARKER
@@ -69,6 +70,12 @@ def _parser() -> argparse.ArgumentParser:
                              "the pool (see nnUNetv2_diffusion_add_unlabeled --window)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="default cpu")
     parser.add_argument("--num-held-out", type=int, default=None, help="held-out cases; default 20%% of the cases")
+    parser.add_argument("--folds", type=int, default=None,
+                        help="cross-validate: K disjoint held-out groups, each with its own pretraining (on the other "
+                             "volumes: K pretraining runs, K seeds) and every other volume in turn as the labelled "
+                             "choice; per group a work and report folder fold_k, and a combined report with the "
+                             "paired statistics over all groups (every volume tested once). Replaces --num-held-out "
+                             "and --repeats")
     parser.add_argument("--num-labeled", type=int, nargs="*", default=None, help="volume budgets (preset's default)")
     parser.add_argument("--num-labeled-slices", type=int, nargs="*", default=None,
                         help="slice budgets (preset's default)")
@@ -134,8 +141,9 @@ def _effective_preset(args: argparse.Namespace) -> BenchmarkPreset:
 class Benchmark:
     """The pipeline's state: folders, environment, timings (kept in the work folder's state file)."""
 
-    def __init__(self, args: argparse.Namespace, preset: BenchmarkPreset, dataset_name: str, work: Path, out: Path):
-        self.args, self.preset, self.dataset, self.work, self.out = args, preset, dataset_name, work, out
+    def __init__(self, args: argparse.Namespace, preset: BenchmarkPreset, dataset_name: str, work: Path, out: Path,
+                 cv: tuple[int, int] | None = None):
+        self.args, self.preset, self.dataset, self.work, self.out, self.cv = args, preset, dataset_name, work, out, cv
         self.dataset_id = int(dataset_name[7:10])
         self.slice_dataset_id = self.dataset_id + 100 if self.dataset_id < 900 else self.dataset_id - 100
         self.synthetic_first_id = self.dataset_id + 200 if self.dataset_id < 790 else self.dataset_id - 300
@@ -149,7 +157,8 @@ class Benchmark:
         self.trainer_suffix = KEEP_SIDES_SUFFIX if self.keep_sides else ""
         settings = {"preset": preset.as_dict(), "seed": args.seed, "num_held_out": args.num_held_out,
                     "unlabeled": sorted(str(p.resolve()) for p in args.unlabeled), "pretrainer": args.pretrainer,
-                    "window": args.window, "keep_sides": self.keep_sides, "sided_labels": sided}
+                    "window": args.window, "keep_sides": self.keep_sides, "sided_labels": sided,
+                    "cv_fold": list(cv) if cv else None}
         fixed = ("pretrain_epochs", "pretrain_iterations", "finetune_epochs", "finetune_iterations", "configuration",
                  "budget_doublings", "calibration_runs")
         old = self.state.get("settings")
@@ -162,9 +171,9 @@ class Benchmark:
                        if before[k] != settings["preset"][k]]
             # work folders older than 0.7.0 had no other pretrainer, older than 0.8.0 no window, older than
             # 0.9.0 kept nnU-Net's mirroring
-            earlier = {"pretrainer": PRETRAINER, "window": None, "keep_sides": False, **old}
+            earlier = {"pretrainer": PRETRAINER, "window": None, "keep_sides": False, "cv_fold": None, **old}
             changed += [f"{k} {earlier[k]} -> {settings[k]}"
-                        for k in ("seed", "num_held_out", "pretrainer", "window", "keep_sides")
+                        for k in ("seed", "num_held_out", "pretrainer", "window", "keep_sides", "cv_fold")
                         if earlier[k] != settings[k]]
             if changed:
                 raise UserFacingError(f"{work} holds a benchmark with other settings ({'; '.join(changed)}); use "
@@ -248,7 +257,9 @@ def _splits(bench: Benchmark) -> list[Path]:
     command = [console_script("nnUNetv2_make_lowlabel_splits"), "-d", str(bench.dataset_id), "-p", AXIAL_PLANS,
                "-c", preset.configuration, "--all-labeled", "--repeats", str(preset.repeats), "--seed",
                str(bench.args.seed), "-np", str(bench.args.np)]
-    if bench.args.num_held_out is not None:
+    if bench.cv:
+        command += ["--cv-fold", *map(str, bench.cv)]
+    elif bench.args.num_held_out is not None:
         command += ["--num-val", str(bench.args.num_held_out)]
     if preset.num_labeled:
         command += ["--num-labeled", *map(str, preset.num_labeled)]
@@ -398,16 +409,23 @@ def _score_external(bench: Benchmark, run: TrainingRun, cases: list[str], labels
     return True
 
 
-@exits_cleanly_on_user_errors
-def main() -> int:
-    args = _parser().parse_args()
-    _check_pretrainer(args.pretrainer)
-    preset = _effective_preset(args)
-    name_hint = args.raw_dataset.name if args.raw_dataset else f"{args.convert}"
-    work = (args.work or Path("benchmarks/work") / f"{name_hint}_{preset.name}").resolve()
+def _training_cases(bench: Benchmark) -> int:
+    """Volumes outside fold k's held-out group: every one of them is a labelled choice."""
+    raw = bench.folder("nnUNet_raw") / bench.dataset
+    ending = json.loads((raw / "dataset.json").read_text())["file_ending"]
+    cases = sorted(p.name[:-len(ending)] for p in (raw / "labelsTr").glob(f"*{ending}"))
+    return len(cases) - len(cross_validation_held_out(cases, *bench.cv, bench.args.seed))
+
+
+def _benchmark(args: argparse.Namespace, preset: BenchmarkPreset, work: Path, out: Path | None,
+               cv: tuple[int, int] | None = None) -> Path:
+    """One held-out set (with ``cv``: group k of K) from conversion to report; returns the report folder."""
     dataset = _prepare_dataset(args, work)
-    out = (args.output or Path("benchmarks/results") / f"{dataset}_{preset.name}").resolve()
-    bench = Benchmark(args, preset, dataset, work, out)
+    default = Path("benchmarks/results") / (f"{dataset}_{preset.name}" + (f"_cv{cv[0]}/fold_{cv[1]}" if cv else ""))
+    out = (out or default).resolve()
+    bench = Benchmark(args, preset, dataset, work, out, cv)
+    if cv:
+        bench.preset = preset = dataclasses.replace(preset, repeats=_training_cases(bench))
     bench.save_state()
     print(f"benchmark of {dataset}, preset {preset.name}; work folder {work}; report folder {out}")
     print("inspect it with nnU-Net's commands after: " + " ".join(
@@ -448,4 +466,29 @@ def main() -> int:
             print(f"partial report ({i + 1} of {len(runs)} runs): {report_so_far()}")
     print(f"\n{len(runs)} runs finished ({time.time() - started:.0f} s in this invocation)")
     print(f"report: {report_so_far()}")
+    return out
+
+
+@exits_cleanly_on_user_errors
+def main() -> int:
+    args = _parser().parse_args()
+    _check_pretrainer(args.pretrainer)
+    preset = _effective_preset(args)
+    name_hint = args.raw_dataset.name if args.raw_dataset else f"{args.convert}"
+    work = (args.work or Path("benchmarks/work") / (f"{name_hint}_{preset.name}" +
+                                                    (f"_cv{args.folds}" if args.folds else ""))).resolve()
+    if not args.folds:
+        _benchmark(args, preset, work, args.output)
+        return 0
+    if args.num_held_out is not None or args.repeats is not None:
+        raise UserFacingError("--folds chooses the held-out cases (group k of K) and the labelled choices (every other "
+                              "volume); drop --num-held-out and --repeats")
+    if args.folds < 2:
+        raise UserFacingError(f"--folds needs at least 2 groups, got {args.folds}")
+    folds = []
+    for k in range(args.folds):
+        print(f"\n##### cross-validation fold {k} of {args.folds} (held-out group {k})", flush=True)
+        folds.append(_benchmark(args, preset, work / f"fold_{k}", args.output / f"fold_{k}" if args.output else None,
+                                (args.folds, k)))
+    print(f"cross-validated report: {write_cv_report(folds[0].parent, folds)}")
     return 0

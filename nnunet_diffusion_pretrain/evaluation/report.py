@@ -69,8 +69,8 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def _pair_scores(runs: list[TrainingRun], scores: list[dict]) -> dict[tuple[str, str, str], float]:
-    """Dice keyed by (fold: the pretraining run, labelled choice, held-out case); one pretraining run."""
-    return {("0", f"r{r.repeat}", case): s[case]["dice"] for r, s in zip(runs, scores) for case in s}
+    """Dice keyed by (fold: the pretraining run and held-out group, labelled choice, held-out case)."""
+    return {(str(r.cv_fold or 0), f"r{r.repeat}", case): s[case]["dice"] for r, s in zip(runs, scores) for case in s}
 
 
 def summarize(runs: list[TrainingRun], metrics: dict[str, dict]) -> dict:
@@ -402,6 +402,52 @@ def _markdown(meta: dict, summary: dict, state: dict, runs: list[TrainingRun], p
     lines += ["", "## Plots", "", "![label efficiency](label_efficiency.png)", "",
               "![contours](contours.png)", "", "Raw numbers: `results.json`."]
     return "\n".join(lines) + "\n"
+
+
+def write_cv_report(out: Path, fold_reports: list[Path]) -> Path:
+    """The cross-validated report: every fold's runs (from its ``results.json``) paired with stock
+    on (fold, labelled choice, held-out case), so every volume is tested once and each fold's
+    pretraining run counts as one more source of spread."""
+    runs, metrics, folds, wall = [], {}, [], {}
+    for k, folder in enumerate(fold_reports):
+        if not (folder / "results.json").is_file():
+            folds.append({"fold": k, "report": None, "held_out": None, "pending_runs": ["(not started)"]})
+            continue
+        result = json.loads((folder / "results.json").read_text())
+        for r in result["runs"]:
+            run = TrainingRun(r["method"], r["kind"], r["budget"], r["repeat"], r["dataset"], r["fold"],
+                              tuple(r["train"]), cv_fold=k)
+            runs.append(run)
+            metrics[run.run_id] = {"cases": r["cases"]}
+        folds.append({"fold": k, "report": str(folder.relative_to(out) / "report.md"), "held_out": result["held_out"],
+                      "pending_runs": result["pending_runs"]})
+        wall[k] = sum(result["wall_time_s"]["phases"].values()) + sum(result["wall_time_s"]["runs"].values())
+    summary = summarize(runs, metrics)
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    machine, versions = _machine(), _versions()
+    write_json_atomically(out / "results.json", {
+        "date": now, "machine": machine, "versions": versions, "folds": folds, "wall_time_s": wall,
+        "runs": [{"run_id": r.run_id, "cv_fold": r.cv_fold, "method": r.method, "kind": r.kind, "budget": r.budget,
+                  "repeat": r.repeat, "train": list(r.train), "cases": metrics[r.run_id]["cases"]} for r in runs],
+        "summary": summary})
+    unfinished = [f["fold"] for f in folds if f["pending_runs"]]
+    lines = [f"# Cross-validated label-efficiency benchmark: {len(folds)} folds", "",
+             f"Date {now}. Machine: {machine['processor']}, {machine['cpu_count']} CPUs, GPU: {machine['gpu'] or 'none'}. "
+             f"nnunetv2 {versions['nnunetv2']}, torch {versions['torch']}.", "",
+             *([f"**Partial**: folds {unfinished} have runs missing (see their reports).", ""] if unfinished else []),
+             "Every volume is held out in exactly one fold. Each fold has its own diffusion pretraining on its "
+             "other volumes (so the folds' pretraining runs are different seeds too), and every one of its other "
+             "volumes is in turn the labelled choice.", "",
+             "| fold | held-out cases | report | wall time (s) |", "|---|---|---|---|",
+             *[f"| {f['fold']} | {', '.join(f['held_out'] or [])} | "
+               + (f"[{f['report']}]({f['report']})" if f["report"] else "not started")
+               + f" | {wall.get(f['fold'], 0):.0f} |" for f in folds],
+             "", "## Target: diffusion pretraining beats stock nnU-Net at the scarcest budgets", "",
+             *(_verdicts(summary) or ["- (no low-label budget with stock and diffusion runs)"]),
+             "", "## Mean Dice / NSD (mean +- std over labelled choices of all folds)", "", *_mean_table(summary),
+             *_variance_lines(summary), "", "Raw numbers: `results.json`."]
+    (out / "report.md").write_text(with_hand_notes("\n".join(lines) + "\n", out))
+    return out / "report.md"
 
 
 def _external_results(external: dict, runs: list[TrainingRun], work: Path) -> dict:

@@ -32,6 +32,7 @@ class TrainingRun:
     labeler_dataset: str = ""  # synthetic runs: the fine-tuned run that labels the generated images
     labeler_fold: int = -1
     trainer_suffix: str = ""  # "_keepSides" where labels have a side
+    cv_fold: int | None = None  # the cross-validation fold (held-out group and pretraining run), if any
 
     @property
     def trainer(self) -> str:
@@ -39,7 +40,8 @@ class TrainingRun:
 
     @property
     def run_id(self) -> str:
-        return f"{self.method}__{self.kind}{self.budget:g}__r{self.repeat}"
+        return f"{self.method}__{self.kind}{self.budget:g}__r{self.repeat}" + \
+            (f"__cv{self.cv_fold}" if self.cv_fold is not None else "")
 
     @property
     def budget_label(self) -> str:
