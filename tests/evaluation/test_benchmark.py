@@ -303,7 +303,7 @@ def test_cross_validated_benchmark_tests_every_volume_once(nnunet_env, tmp_path)
             "0", "--iterations-per-epoch", "2", "-w", str(work), "-o", str(out)]
     both = run([*args, "--num-held-out", "1"], nnunet_env, check=False)
     assert both.returncode != 0 and "drop --num-held-out and --repeats" in both.stderr and not work.exists()
-    run(args, nnunet_env, timeout=1800)
+    run(args, dict(nnunet_env, nnUNet_diffusion_num_samples="2"), timeout=2400)
 
     results = json.loads((out / "results.json").read_text())
     held_out = [f["held_out"] for f in results["folds"]]
