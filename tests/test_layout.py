@@ -31,7 +31,7 @@ def modules() -> list[tuple[Path, str]]:
 def test_no_module_imports_from_a_later_layer():
     upward = []
     for path, layer in modules():
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
             for name in names:
@@ -42,7 +42,7 @@ def test_no_module_imports_from_a_later_layer():
 
 
 def test_every_module_is_in_the_design_table():
-    design = (REPO / "docs" / "design.md").read_text()
+    design = (REPO / "docs" / "design.md").read_text(encoding="utf-8")
     missing = []
     for path, layer in modules():
         relative = path.relative_to(REPO).as_posix()

@@ -50,7 +50,7 @@ def _worker(rank: int, world_size: int, init_file: str, args: argparse.Namespace
 
     summary = {"rank": rank, "batch_size": trainer.batch_size, "current_epoch": trainer.current_epoch,
                "weights_sha256": _sha256(unwrap(trainer.network).parameters()),
-               "val_losses": trainer.logger.local_logger.my_fantastic_logging["val_losses"]}
+               "val_losses": [float(v) for v in trainer.logger.local_logger.my_fantastic_logging["val_losses"]]}
     if hasattr(trainer, "ema"):
         summary.update(ema_sha256=_sha256(trainer.ema.shadow_params),
                        ema_optimization_step=int(trainer.ema.optimization_step))

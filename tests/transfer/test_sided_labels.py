@@ -32,6 +32,7 @@ def marker_columns(trainer_class, planned_phantom, nnunet_env, monkeypatch) -> t
         monkeypatch.setenv(key, nnunet_env[key])
     preprocessed = planned_phantom["preprocessed"]
     plans = json.loads((preprocessed / "nnUNetPlans.json").read_text())
+    plans["continue_training"] = False  # what nnU-Net's own entry point adds before building a trainer
     dataset_json = json.loads((preprocessed / "dataset.json").read_text())
     trainer = trainer_class(plans, "2d", 0, dataset_json, device=torch.device("cpu"))
     rotation, dummy_2d, initial, mirror_axes = trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
