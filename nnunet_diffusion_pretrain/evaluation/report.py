@@ -488,6 +488,7 @@ def write_report(out: Path, runs: list[TrainingRun], work: Path, state: dict, la
     samples = pretrain_folder / "samples" / "samples.png"
     settings_of = {r.run_id: method_settings(r, work / "nnUNet_results", meta["plans"], preset["configuration"])
                    for r in runs}
+    external_results = _external_results(external, runs, work) if external else None
     write_json_atomically(out / "results.json", {
         "date": now, "machine": machine, "versions": versions, "meta": meta, "settings": state["settings"],
         "budget_calibration": state.get("budget_calibration"), "held_out": held_out,
@@ -497,10 +498,10 @@ def write_report(out: Path, runs: list[TrainingRun], work: Path, state: dict, la
                   "method_settings": settings_of[r.run_id], "cases": metrics[r.run_id]["cases"]}
                  for r in runs],
         "pending_runs": [r.run_id for r in pending],
-        "summary": summary, "external_test": external and _external_results(external, runs, work)})
+        "summary": summary, "external_test": external_results})
     report = _markdown(meta, summary, state, runs, pending, held_out, organs, now, versions, machine, settings_of)
     if external:
-        report += "\n".join(_external_section(_external_results(external, runs, work))) + "\n"
+        report += "\n".join(_external_section(external_results)) + "\n"
     if samples.is_file():
         (out / "pretraining_samples.png").write_bytes(samples.read_bytes())
         report += "\n![DDIM samples of the pretrained model](pretraining_samples.png)\n"
