@@ -25,7 +25,7 @@ and the linear probe's timesteps (``nnUNetTrainerDiffusionLinearProbe`` 50/150/2
 ``_t250_500_750``), the fine-tuning recipes (``_nnssl``, ``_sawtooth``) and the transfer timestep t*
 (``--transfer-timesteps 0 50 250``: each diffusion trainer once per t*) the same way.
 
-Writes benchmarks/results/budget_calibration/<work folder name>[_train<N>][_val<M>]/results.json and
+Writes benchmarks/results/budget_calibration/<work folder name>[_train<N>][_val<M>] (or --name)/results.json and
 report.md.
 """
 from __future__ import annotations
@@ -71,6 +71,9 @@ def main() -> None:
     parser.add_argument("--transfer-timesteps", type=int, nargs="+", default=None,
                         help="t* values (nnUNet_transfer_timestep) to compare for the diffusion trainers; default: "
                              "the trainers' own")
+    parser.add_argument("--name", default=None,
+                        help="folder under benchmarks/results/budget_calibration; default the work folder's name with "
+                             "_train<N>_val<M> (two studies on one work folder need two names)")
     args = parser.parse_args()
 
     bench = open_work_folder(args.work)
@@ -85,7 +88,7 @@ def main() -> None:
           f"{manifest['held_out']} unused)")
     labels = json.loads((source / "dataset.json").read_text())["labels"]
 
-    name = work.name + (f"_train{args.num_train}" if args.num_train is not None else "") + \
+    name = args.name or work.name + (f"_train{args.num_train}" if args.num_train is not None else "") + \
         (f"_val{args.num_val}" if args.num_val > 1 else "")
     out = REPO / "benchmarks" / "results" / "budget_calibration" / name
     out.mkdir(parents=True, exist_ok=True)
