@@ -19,6 +19,7 @@ from nnunet_diffusion_pretrain.evaluation.run_catalogue import METHODS, STOCK, S
 from nnunet_diffusion_pretrain.evaluation.segmentation_metrics import organ_metrics
 from nnunet_diffusion_pretrain.errors import UserFacingError
 from nnunet_diffusion_pretrain.phantom import write_phantom_dataset
+from nnunet_diffusion_pretrain.transfer.pretrained_transfer import DEFAULT_TRANSFER_TIMESTEP
 
 LABELS = {"background": 0, "liver": 1, "spleen": 2}
 
@@ -201,8 +202,8 @@ def test_benchmark_command_end_to_end_kill_and_resume(nnunet_env, tmp_path):
         assert r["trainer"].endswith("_keepSides") and r["method_settings"]["trainer"] == r["trainer"]
         assert r["method_settings"]["augmentation"] == {"rotation_degrees": [-15.0, 15.0], "mirror_axes": [],
                                                         "tta_mirror_axes": []}
-        assert (r["method_settings"].get("transfer_timestep") == 0) == ("DecoderFinetune" in r["trainer"] or
-                                                                        "DiffusionFinetune" in r["trainer"])
+        folds_conditioning = "DecoderFinetune" in r["trainer"] or "DiffusionFinetune" in r["trainer"]
+        assert (r["method_settings"].get("transfer_timestep") == DEFAULT_TRANSFER_TIMESTEP) == folds_conditioning
     # the budget was calibrated first, on a training volume: doubled once if an organ was not learned
     calibration = results["budget_calibration"]
     steps = calibration["steps"]
@@ -232,7 +233,7 @@ def test_benchmark_command_end_to_end_kill_and_resume(nnunet_env, tmp_path):
                 assert set(entry["paired"]) >= {"n_pairs", "mean_diff", "wins", "ci95", "wilcoxon_p"}
                 assert entry["paired"]["n_pairs"] == 2 and entry["paired"]["ci95"][0] <= entry["paired"]["ci95"][1]
     for text in ("stock nnU-Net", "diffusion: linear probe", "95% CI", "hierarchical bootstrap", "no mirroring TTA", "the `_keepSides` trainers",
-                 "transfer timestep t*=0", "Segmentation budget calibrated", "+ synthetic", "4 slices", "all (4 volumes)", "Wilcoxon",
+                 f"transfer timestep t*={DEFAULT_TRANSFER_TIMESTEP}", "Segmentation budget calibrated", "+ synthetic", "4 slices", "all (4 volumes)", "Wilcoxon",
                  "Wall time",
                  "pretraining", "Budgets: 4 slices x 1 repeat(s) (",
                  "Diffusion pretraining (`nnUNetTrainerDiffusionPretrain`): 1 x 3 iterations"):

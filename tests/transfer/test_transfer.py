@@ -19,7 +19,7 @@ from nnunet_diffusion_pretrain.checkpoint_io import (EMA_WEIGHTS, RAW_WEIGHTS, l
 from nnunet_diffusion_pretrain.errors import UserFacingError
 from nnunet_diffusion_pretrain.transfer.feature_probe import DiffusionFeatureClassifier
 from nnunet_diffusion_pretrain.diffusion.noise_schedule import DiffusionSettings
-from nnunet_diffusion_pretrain.transfer.pretrained_transfer import load_pretrained_diffusion_weights
+from nnunet_diffusion_pretrain.transfer.pretrained_transfer import DEFAULT_TRANSFER_TIMESTEP, load_pretrained_diffusion_weights
 from nnunet_diffusion_pretrain.diffusion.pretraining_record import RECORD_KEY, pretraining_record, transfer_requirements
 from nnunet_diffusion_pretrain.training import (nnUNetTrainerDiffusionDecoderFinetune, nnUNetTrainerDiffusionFinetune,
                                                 nnUNetTrainerDiffusionFinetune_encoderLR1,
@@ -255,8 +255,8 @@ def test_trainers_train_predict_and_evaluate_through_nnunet(nnunet_env, planned_
     settings = json.loads((folder / "method_settings.json").read_text())
     assert settings["trainer"] == trainer and settings["augmentation"]["mirror_axes"] == [0, 1]
     if trainer in ("nnUNetTrainerDiffusionFinetune", "nnUNetTrainerDiffusionDecoderFinetune"):
-        assert "timestep conditioning folded into the normalisation layers at t*=0" in stdout
-        assert settings["transfer_timestep"] == 0
+        assert f"timestep conditioning folded into the normalisation layers at t*={DEFAULT_TRANSFER_TIMESTEP}" in stdout
+        assert settings["transfer_timestep"] == DEFAULT_TRANSFER_TIMESTEP
     if trainer == "nnUNetTrainerDiffusionLinearProbe":  # its timesteps are in the plans prediction rebuilds it from
         assert "Linear probe on timesteps [50, 150, 250]" in stdout
         written = json.loads((folder.parent / "plans.json").read_text())
