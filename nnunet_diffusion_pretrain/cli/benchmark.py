@@ -26,6 +26,7 @@ import json
 import os
 import shlex
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 from tqdm import tqdm
@@ -43,8 +44,7 @@ from nnunet_diffusion_pretrain.evaluation.run_catalogue import (PRETRAINER, STOC
 from nnunet_diffusion_pretrain.evaluation.segmentation_metrics import organ_metrics
 from nnunet_diffusion_pretrain.evaluation.work_folder import nnunet_folders_env, pretraining_fold, training_budget_env
 from nnunet_diffusion_pretrain.subprocess_steps import console_script, run_step
-from nnunet_diffusion_pretrain.errors import exits_cleanly_on_user_errors
-from nnunet_diffusion_pretrain.errors import UserFacingError
+from nnunet_diffusion_pretrain.errors import UserFacingError, exits_cleanly_on_user_errors
 from nnunet_diffusion_pretrain.transfer.lowlabel_splits import (MANIFEST_NAME, cross_validation_held_out,
                                                                 write_json_atomically)
 from nnunet_diffusion_pretrain.evaluation.raw_dataset_check import check_raw_dataset
@@ -409,6 +409,20 @@ def _score_external(bench: Benchmark, run: TrainingRun, cases: list[str], labels
     return True
 
 
+def _finished_elsewhere(out: Path, args: argparse.Namespace) -> bool:
+    """A fold whose report holds every run of the same command under the same package version:
+    a work folder rarely outlives the machine it ran on, so a study of many folds continues from
+    the committed reports rather than training finished folds again."""
+    results = out / "results.json"
+    if not results.is_file():
+        return False
+    result = json.loads(results.read_text())
+    same_args = {k: v for k, v in result["meta"]["args"].items() if k != "np"} == \
+        {k: str(v) for k, v in vars(args).items() if k != "np"}
+    return not result["pending_runs"] and same_args and \
+        result["versions"]["nnunet-diffusion-pretrain"] == version("nnunet-diffusion-pretrain")
+
+
 def _training_cases(bench: Benchmark) -> int:
     """Volumes outside fold k's held-out group: every one of them is a labelled choice."""
     raw = bench.folder("nnUNet_raw") / bench.dataset
@@ -423,6 +437,10 @@ def _benchmark(args: argparse.Namespace, preset: BenchmarkPreset, work: Path, ou
     dataset = _prepare_dataset(args, work)
     default = Path("benchmarks/results") / (f"{dataset}_{preset.name}" + (f"_cv{cv[0]}/fold_{cv[1]}" if cv else ""))
     out = (out or default).resolve()
+    if cv and _finished_elsewhere(out, args):
+        print(f"fold {cv[1]}: {out / 'results.json'} is complete for the same command and package version; not run "
+              f"again (its work folder is not needed; delete that results.json to redo the fold)", flush=True)
+        return out
     bench = Benchmark(args, preset, dataset, work, out, cv)
     if cv:
         bench.preset = preset = dataclasses.replace(preset, repeats=_training_cases(bench))

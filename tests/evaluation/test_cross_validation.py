@@ -4,6 +4,7 @@ own so that the test runner can run it beside the other end-to-end benchmark tes
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -48,3 +49,12 @@ def test_cross_validated_benchmark_tests_every_volume_once(nnunet_env, tmp_path)
             assert entry["paired"]["n_pairs"] == 8  # 2 folds x 2 labelled choices x 2 held-out cases
     report = (out / "report.md").read_text()
     assert "2 folds" in report and "fold_0/report.md" in report and "95% CI" in report
+
+    # the next session's machine: fold 0's work folder is gone, its committed report is complete
+    fold_0_report = (out / "fold_0" / "results.json").read_text()
+    shutil.rmtree(work / "fold_0")
+    again = run(args, dict(nnunet_env, nnUNet_diffusion_num_samples="2"), timeout=600)
+    assert "fold 0: " in again.stdout and "not run again" in again.stdout
+    assert not (work / "fold_0" / "nnUNet_results").exists(), "fold 0 trained again"
+    assert (out / "fold_0" / "results.json").read_text() == fold_0_report
+    assert json.loads((out / "results.json").read_text())["summary"] == results["summary"]
