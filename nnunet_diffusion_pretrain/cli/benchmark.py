@@ -74,8 +74,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="cross-validate: K disjoint held-out groups, each with its own pretraining (on the other "
                              "volumes: K pretraining runs, K seeds) and every other volume in turn as the labelled "
                              "choice; per group a work and report folder fold_k, and a combined report with the "
-                             "paired statistics over all groups (every volume tested once). Replaces --num-held-out "
-                             "and --repeats")
+                             "paired statistics over all groups (every volume tested once). Replaces --num-held-out; "
+                             "with --repeats R, R labelled choices per group (distinct volumes) instead of all")
     parser.add_argument("--num-labeled", type=int, nargs="*", default=None, help="volume budgets (preset's default)")
     parser.add_argument("--num-labeled-slices", type=int, nargs="*", default=None,
                         help="slice budgets (preset's default)")
@@ -424,7 +424,7 @@ def _finished_elsewhere(out: Path, args: argparse.Namespace) -> bool:
 
 
 def _training_cases(bench: Benchmark) -> int:
-    """Volumes outside fold k's held-out group: every one of them is a labelled choice."""
+    """Volumes outside fold k's held-out group: the labelled choices (all of them unless --repeats)."""
     raw = bench.folder("nnUNet_raw") / bench.dataset
     ending = json.loads((raw / "dataset.json").read_text())["file_ending"]
     cases = sorted(p.name[:-len(ending)] for p in (raw / "labelsTr").glob(f"*{ending}"))
@@ -443,7 +443,11 @@ def _benchmark(args: argparse.Namespace, preset: BenchmarkPreset, work: Path, ou
         return out
     bench = Benchmark(args, preset, dataset, work, out, cv)
     if cv:
-        bench.preset = preset = dataclasses.replace(preset, repeats=_training_cases(bench))
+        others = _training_cases(bench)
+        if (args.repeats or 0) > others:
+            raise UserFacingError(f"--repeats {args.repeats}: fold {cv[1]} has only {others} volumes outside its "
+                                  f"held-out group to choose the labelled volume from; use at most {others}")
+        bench.preset = preset = dataclasses.replace(preset, repeats=args.repeats or others)
     bench.save_state()
     print(f"benchmark of {dataset}, preset {preset.name}; work folder {work}; report folder {out}")
     print("inspect it with nnU-Net's commands after: " + " ".join(
@@ -498,9 +502,8 @@ def main() -> int:
     if not args.folds:
         _benchmark(args, preset, work, args.output)
         return 0
-    if args.num_held_out is not None or args.repeats is not None:
-        raise UserFacingError("--folds chooses the held-out cases (group k of K) and the labelled choices (every other "
-                              "volume); drop --num-held-out and --repeats")
+    if args.num_held_out is not None:
+        raise UserFacingError("--folds chooses the held-out cases (group k of K); drop --num-held-out")
     if args.folds < 2:
         raise UserFacingError(f"--folds needs at least 2 groups, got {args.folds}")
     folds = []

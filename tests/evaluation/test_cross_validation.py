@@ -24,9 +24,19 @@ def test_cross_validated_benchmark_tests_every_volume_once(nnunet_env, tmp_path)
             str(tmp_path / "unlabeled"), "--folds", "2", "--num-labeled", "1", "--num-labeled-slices",
             "--synthetic-images", "0", "--pretrain-epochs", "1", "--finetune-epochs", "1", "--max-budget-doublings",
             "0", "--iterations-per-epoch", "2", "-w", str(work), "-o", str(out)]
+    env = dict(nnunet_env, nnUNet_diffusion_num_samples="2")
     both = run([*args, "--num-held-out", "1"], nnunet_env, check=False)
-    assert both.returncode != 0 and "drop --num-held-out and --repeats" in both.stderr and not work.exists()
-    run(args, dict(nnunet_env, nnUNet_diffusion_num_samples="2"), timeout=2400)
+    assert both.returncode != 0 and "drop --num-held-out" in both.stderr and not work.exists()
+    too_many = run([*args, "--repeats", "3"], env, check=False)
+    assert too_many.returncode != 0 and "only 2 volumes outside its held-out group" in too_many.stderr
+
+    # --repeats 1: one labelled choice per fold, then (the same command without it) every other one
+    run([*args, "--repeats", "1"], env, timeout=2400)
+    first = json.loads((out / "results.json").read_text())
+    for k in range(2):
+        fold_runs = [r for r in first["runs"] if r["cv_fold"] == k and r["kind"] == "cases"]
+        assert len({r["train"][0] for r in fold_runs}) == 1 and len(fold_runs) == 4  # 4 methods, 1 choice
+    run(args, env, timeout=2400)
 
     results = json.loads((out / "results.json").read_text())
     held_out = [f["held_out"] for f in results["folds"]]
@@ -53,7 +63,7 @@ def test_cross_validated_benchmark_tests_every_volume_once(nnunet_env, tmp_path)
     # the next session's machine: fold 0's work folder is gone, its committed report is complete
     fold_0_report = (out / "fold_0" / "results.json").read_text()
     shutil.rmtree(work / "fold_0")
-    again = run(args, dict(nnunet_env, nnUNet_diffusion_num_samples="2"), timeout=600)
+    again = run(args, env, timeout=600)
     assert "fold 0: " in again.stdout and "not run again" in again.stdout
     assert not (work / "fold_0" / "nnUNet_results").exists(), "fold 0 trained again"
     assert (out / "fold_0" / "results.json").read_text() == fold_0_report
