@@ -71,6 +71,9 @@ def main() -> None:
     parser.add_argument("--transfer-timesteps", type=int, nargs="+", default=None,
                         help="t* values (nnUNet_transfer_timestep) to compare for the diffusion trainers; default: "
                              "the trainers' own")
+    parser.add_argument("--tag", default="",
+                        help="appended to each run's kept folder and log (e.g. _it8000): runs from another --pretrained "
+                             "checkpoint need their own tag, else the earlier runs are taken as done")
     parser.add_argument("--name", default=None,
                         help="folder under benchmarks/results/budget_calibration; default the work folder's name with "
                              "_train<N>_val<M> (two studies on one work folder need two names)")
@@ -97,7 +100,7 @@ def main() -> None:
                                                                      args.configurations, args.iterations):
         stock = trainer.startswith("nnUNetTrainerBudget")
         for t_star in ([None] if stock or args.transfer_timesteps is None else args.transfer_timesteps):
-            tag = "" if t_star is None else f"_t{t_star}"
+            tag = args.tag + ("" if t_star is None else f"_t{t_star}")
             budget_env = training_budget_env(env, iterations // args.iterations_per_epoch, args.iterations_per_epoch,
                                              val_iterations=2)
             if t_star is not None:

@@ -11,7 +11,11 @@ when ``--inception-weights FILE`` exists.
 
     python benchmarks/generation_quality.py --work benchmarks/work/btcv6_cpu1600 -n 256
 
-Writes benchmarks/results/generation_quality/<work folder name>/{results.json,report.md,samples.png};
+``--checkpoint`` samples from another checkpoint of the pretraining (a kept ``checkpoint_it<N>.pth``) and
+``--feature-checkpoint`` fixes the feature network, so that checkpoints are compared in one feature
+space (benchmarks/pretraining_compute.py).
+
+Writes benchmarks/results/generation_quality/<work folder name or --name>/{results.json,report.md,samples.png};
 report.md ends with the folder's hand-written notes.md, if there is one.
 """
 from __future__ import annotations
@@ -51,23 +55,31 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50, help="DDIM steps; default 50")
     parser.add_argument("--max-images", type=int, default=256, help="slices per set; default 256")
     parser.add_argument("--inception-weights", type=Path, default=None)
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="checkpoint to sample from; default the pretraining's checkpoint_final.pth")
+    parser.add_argument("--feature-checkpoint", type=Path, default=None,
+                        help="checkpoint whose encoder gives the features; default --checkpoint")
+    parser.add_argument("--name", default=None, help="results folder name; default the work folder's name")
     args = parser.parse_args()
 
     bench = open_work_folder(args.work)
     env = bench.env()
-    scratch = bench.folder / "generation_quality"
-    out = REPO / "benchmarks" / "results" / "generation_quality" / bench.folder.name
+    study = args.name or bench.folder.name
+    scratch = bench.folder / "generation_quality" / study
+    out = REPO / "benchmarks" / "results" / "generation_quality" / study
     out.mkdir(parents=True, exist_ok=True)
-    checkpoint = bench.pretraining_checkpoint()
+    checkpoint = (args.checkpoint or bench.pretraining_checkpoint()).resolve()
+    feature_checkpoint = (args.feature_checkpoint or checkpoint).resolve()
     images = bench.folder / "nnUNet_raw" / bench.dataset / "imagesTr"
     held_out, training = scratch / "real_held_out", scratch / "real_training"
     link_images(bench.held_out, images, held_out)
     link_images(bench.all_fold["train"], images, training)
 
     samples = scratch / "samples"
-    common = ["-d", bench.dataset[7:10], "-c", bench.configuration, "-p", AXIAL_PLANS, "-chk", str(checkpoint)]
+    common = ["-d", bench.dataset[7:10], "-c", bench.configuration, "-p", AXIAL_PLANS]
     if not (samples / "samples.json").is_file():
-        run_step(f"{args.n} DDIM samples", [console_script("nnUNetv2_diffusion_sample"), *common, "-n", str(args.n),
+        run_step(f"{args.n} DDIM samples", [console_script("nnUNetv2_diffusion_sample"), *common, "-chk",
+                                            str(checkpoint), "-n", str(args.n),
                                             "--steps", str(args.steps), "-o", str(samples), "--overwrite"], env,
                  scratch / "sample.log")
     size, spacing = slice_geometry(samples)
@@ -82,7 +94,8 @@ def main() -> None:
     for name, fake in (("real training slices", training_slices), ("generated (DDIM)", samples)):
         result_file = scratch / f"fid_{fake.name}.json"
         run_step(f"metrics: held-out slices vs {name}", [
-            console_script("nnUNetv2_diffusion_fid"), str(held_out), str(fake), *features, *common,
+            console_script("nnUNetv2_diffusion_fid"), str(held_out), str(fake), *features, *common, "-chk",
+            str(feature_checkpoint),
             "--max-images", str(args.max_images), "-o", str(result_file)], env, scratch / f"fid_{fake.name}.log")
         rows[name] = json.loads(result_file.read_text())
 
@@ -90,7 +103,8 @@ def main() -> None:
     date = datetime.now(timezone.utc).isoformat(timespec="seconds")
     (out / "results.json").write_text(json.dumps({
         "date": date, "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
-        "work": str(bench.folder), "checkpoint": str(checkpoint), "held_out": bench.held_out,
+        "work": str(bench.folder), "checkpoint": str(checkpoint), "feature_checkpoint": str(feature_checkpoint),
+        "held_out": bench.held_out,
         "training": bench.all_fold["train"], "samples": sample_info, "rows": rows}, indent=1))
     shown = read_slices(samples, size)[:SHOWN_SAMPLES, None]  # the sampler's grid of all N is too large to commit
     plot_sample_grid(shown, out / "samples.png", read_slices(held_out, size, spacing, SHOWN_REAL)[:, None],
@@ -102,8 +116,8 @@ def main() -> None:
              f"held-out volumes {', '.join(bench.held_out)} at the samples' size {list(size)} and spacing "
              f"{[round(s, 3) for s in spacing]} mm (at most {args.max_images} per set, "
              f"`benchmarks/generation_quality.py`).", "",
-             "Feature network: the pretrained nnU-Net encoder (domain features; **not comparable to published "
-             "FIDs**, e.g. the paper's 11.32). The first row is the floor: two real sets of this size.", ""]
+             f"Feature network: the encoder of `{feature_checkpoint.name}` (domain features; **not comparable to "
+             "published FIDs**, e.g. the paper's 11.32). The first row is the floor: two real sets of this size.", ""]
     for network in [k for k in ("nnunet_encoder", "inception") if k in rows["generated (DDIM)"]]:
         lines += [f"| {network} features: set vs held-out slices | slices | " + " | ".join(METRICS) + " |",
                   "|---|---|" + "---|" * len(METRICS)]
