@@ -124,33 +124,40 @@ def main() -> None:
         points.append({"iterations": iterations, "images_seen": iterations * batch, "checkpoint": checkpoint.name,
                        "arms": {a: {**v, "gain": v["mean_dice"] - stock["mean_dice"]} for a, v in arms.items()},
                        "denoising_loss": logged_losses(checkpoint, args.loss_epochs)})
-    features = kept[max(kept)]
-    for point in points:
-        point["generation"] = generation(bench.folder, fold / point["checkpoint"], features,
-                                         f"{args.name}_it{point['iterations']}", args.samples)
+    out = REPO / "benchmarks" / "results" / "pretraining_compute" / args.name
+    out.mkdir(parents=True, exist_ok=True)
+    write(out, args, bench, fold, batch, suffix, stock, points, None, started)  # a report before the slower sampling
+    if args.samples:
+        features = kept[max(kept)]
+        for point in points:
+            point["generation"] = generation(bench.folder, fold / point["checkpoint"], features,
+                                             f"{args.name}_it{point['iterations']}", args.samples)
+        write(out, args, bench, fold, batch, suffix, stock, points, features.name, started)
 
+
+def write(out: Path, args: argparse.Namespace, bench, fold: Path, batch: int, suffix: str, stock: dict,
+          points: list[dict], features: str | None, started: float) -> None:
     finetune = [(p["arms"]["nnUNetTrainerDiffusionFinetune"]["mean_dice"], p["iterations"]) for p in points]
     best = max(d for d, _ in finetune)
     chosen = min(i for d, i in finetune if d >= best - args.tie)
-    out = REPO / "benchmarks" / "results" / "pretraining_compute" / args.name
-    out.mkdir(parents=True, exist_ok=True)
     results = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
                "work": str(bench.folder), "pretraining_fold": str(fold), "held_out_unused": bench.held_out,
                "batch_size": batch, "iterations": args.iterations, "runs": args.runs, "trainer_suffix": suffix,
-               "stock": stock, "points": points, "feature_checkpoint": features.name,
+               "stock": stock, "points": points, "feature_checkpoint": features,
                "choice": {"rule": f"highest fine-tune-all validation Dice; within {args.tie} of it, the shorter",
                           "iterations": chosen},
                "seconds_this_invocation": round(time.time() - started, 1)}
     (out / "results.json").write_text(json.dumps(results, indent=1))
     plot(points, stock, batch, out / "gain_vs_compute.png")
     (out / "report.md").write_text(with_hand_notes(report(results), out))
-    print(f"written: {out / 'report.md'}")
+    print(f"written: {out / 'report.md'}", flush=True)
 
 
 def plot(points: list[dict], stock: dict, batch: int, path: Path) -> None:
     x = [p["iterations"] for p in points]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    sampled = all("generation" in p for p in points)
+    fig, axes = plt.subplots(1, 3 if sampled else 2, figsize=(15 if sampled else 10, 4.2))
     for arm, label in ARMS.items():
         axes[0].plot(x, [p["arms"][arm]["gain"] for p in points], "o-", label=label)
     axes[0].axhline(0, color="k", lw=0.8)
@@ -160,16 +167,8 @@ def plot(points: list[dict], stock: dict, batch: int, path: Path) -> None:
     axes[1].plot(x, [p["denoising_loss"]["loss_mid_t"] for p in points], "s--", label="t = T/2")
     axes[1].set(ylabel="denoising loss (EMA, held-out cases)", title="held-out denoising loss")
     axes[1].legend()
-    axes[2].plot(x, [p["generation"]["generated (DDIM)"]["sfid"] for p in points], "o-", color="C3", label="sFID")
-    floor = points[-1]["generation"]["real training slices"]["sfid"]
-    axes[2].axhline(floor, color="C3", ls=":", label="sFID, real slices")
-    axes[2].set(ylabel="sFID (lower is better)", title="sample quality")
-    twin = axes[2].twinx()
-    for metric, style in (("precision", "s--"), ("recall", "^--")):
-        twin.plot(x, [p["generation"]["generated (DDIM)"][metric] for p in points], style, label=metric)
-    twin.set(ylabel="precision / recall", ylim=(0, 1))
-    lines = axes[2].get_legend_handles_labels(), twin.get_legend_handles_labels()
-    axes[2].legend(lines[0][0] + lines[1][0], lines[0][1] + lines[1][1], fontsize=8)
+    if sampled:
+        sample_quality(axes[2], points)
     for ax in axes:
         ax.set_xscale("log", base=2)
         ax.set_xticks(x, [f"{i // 1000}k" for i in x])
@@ -181,8 +180,22 @@ def plot(points: list[dict], stock: dict, batch: int, path: Path) -> None:
     plt.close(fig)
 
 
+def sample_quality(ax, points: list[dict]) -> None:
+    x = [p["iterations"] for p in points]
+    ax.plot(x, [p["generation"]["generated (DDIM)"]["sfid"] for p in points], "o-", color="C3", label="sFID")
+    ax.axhline(points[-1]["generation"]["real training slices"]["sfid"], color="C3", ls=":", label="sFID, real slices")
+    ax.set(ylabel="sFID (lower is better)", title="sample quality")
+    twin = ax.twinx()
+    for metric, style in (("precision", "s--"), ("recall", "^--")):
+        twin.plot(x, [p["generation"]["generated (DDIM)"][metric] for p in points], style, label=metric)
+    twin.set(ylabel="precision / recall", ylim=(0, 1))
+    lines = ax.get_legend_handles_labels(), twin.get_legend_handles_labels()
+    ax.legend(lines[0][0] + lines[1][0], lines[0][1] + lines[1][1], fontsize=8)
+
+
 def report(results: dict) -> str:
     points, stock = results["points"], results["stock"]
+    sampled = results["feature_checkpoint"] is not None
     lines = ["# Pretraining compute: gain over stock nnU-Net against pretraining iterations", "",
              f"{results['date']}, {results['machine']['cpu_count']} CPUs ({results['machine']['platform']}). "
              f"Work folder `{Path(results['work']).parent.name}/{Path(results['work']).name}`; kept EMA checkpoints of "
@@ -191,23 +204,25 @@ def report(results: dict) -> str:
              f"`{results['trainer_suffix']}`. Dice: validation fold of `benchmarks/budget_calibration.py` (one "
              f"labelled training volume, two other training volumes validated); the held-out cases "
              f"{', '.join(results['held_out_unused'])} are not used for Dice. Denoising loss: the pretraining's own "
-             f"validation on the held-out cases' images, mean of the last epochs before each checkpoint. Generation: "
-             f"DDIM samples against held-out slices, features of "
-             f"`{results['feature_checkpoint']}` for every row (`benchmarks/pretraining_compute.py`).", "",
+             f"validation on the held-out cases' images, mean of the last epochs before each checkpoint. "
+             + (f"Generation: DDIM samples against held-out slices, features of `{results['feature_checkpoint']}` for "
+                "every row." if sampled else "Generation: not measured in this report.")
+             + " (`benchmarks/pretraining_compute.py`)", "",
              f"Stock nnU-Net: {stock['mean_dice']:.3f} (runs {', '.join(f'{d:.3f}' for d in stock['runs'])}).", "",
              "| iterations | images seen | " + " | ".join(f"{label} (gain)" for label in ARMS.values())
              + " | denoising loss (t = T/2) | sFID | precision | recall |", "|---|---|" + "---|" * (len(ARMS) + 4)]
     for p in points:
-        generated = p["generation"]["generated (DDIM)"]
+        generated = p["generation"]["generated (DDIM)"] if sampled else None
         lines.append(f"| {p['iterations']} | {p['images_seen']} | " + " | ".join(
             f"{p['arms'][a]['mean_dice']:.3f} ({p['arms'][a]['gain']:+.3f})" for a in ARMS)
-            + f" | {p['denoising_loss']['loss']:.4f} ({p['denoising_loss']['loss_mid_t']:.4f}) | {generated['sfid']:.1f} | "
-            f"{generated['precision']:.3f} | {generated['recall']:.3f} |")
-    floor = points[-1]["generation"]["real training slices"]
+            + f" | {p['denoising_loss']['loss']:.4f} ({p['denoising_loss']['loss_mid_t']:.4f}) | "
+            + (" | ".join(f"{generated[m]:.3f}" for m in GENERATION) if sampled else "- | - | -") + " |")
+    if sampled:
+        floor = points[-1]["generation"]["real training slices"]
+        lines += ["", "Floor of the generation metrics (real training slices against the held-out slices, same "
+                  "features): " + ", ".join(f"{m} {floor[m]:.3f}" for m in GENERATION) + "."]
     seconds = sum(s for p in points for a in p["arms"].values() for s in a["seconds"]) + sum(stock["seconds"])
-    lines += ["", f"Floor of the generation metrics (real training slices against the held-out slices, same features): "
-              f"sFID {floor['sfid']:.1f}, precision {floor['precision']:.3f}, recall {floor['recall']:.3f}.", "",
-              f"Choice ({results['choice']['rule']}): **{results['choice']['iterations']} iterations**.", "",
+    lines += ["", f"Choice ({results['choice']['rule']}): **{results['choice']['iterations']} iterations**.", "",
               f"Wall time of the segmentation runs: {seconds / 60:.0f} min; this invocation "
               f"{results['seconds_this_invocation'] / 60:.0f} min (finished runs are reused).", "",
               "![gain, loss and sample quality against pretraining iterations](gain_vs_compute.png)", ""]
