@@ -100,7 +100,7 @@ def main() -> None:
     parser.add_argument("--name", required=True, help="results folder under benchmarks/results/pretraining_compute")
     parser.add_argument("--iterations", type=int, default=1600, help="iterations of every segmentation run; default 1600")
     parser.add_argument("--runs", type=int, default=1, help="runs of each arm per checkpoint; default 1")
-    parser.add_argument("--samples", type=int, default=256, help="DDIM samples per checkpoint; default 256")
+    parser.add_argument("--samples", type=int, default=256, help="DDIM samples per checkpoint (0: no sampling); default 256")
     parser.add_argument("--loss-epochs", type=int, default=20, help="epochs averaged for the denoising loss; default 20")
     parser.add_argument("--tie", type=float, default=0.01, help="choice rule's tie margin in Dice; default 0.01")
     args = parser.parse_args()
