@@ -5,8 +5,8 @@
 # subset and unlabeled_ct if packed), then starts the script with whatever is left of SECONDS_LEFT as its
 # LIMIT. Re-run on the same warm machine, it skips the unpacking and the script resumes.
 #   run(command="SECONDS_LEFT=570 NUM_LABELED= bash benchmarks/gpu_loan_run.sh", carry=[".whl"])
-#   run(command="SECONDS_LEFT=560 bash benchmarks/gpu_loan_run.sh benchmarks/gpu_pretraining_continue.sh",
-#       carry=[".whl", "benchmarks/work/btcv6_compute/fold_0"])
+#   run(command="SECONDS_LEFT=545 FOLD=5 bash benchmarks/gpu_loan_run.sh benchmarks/gpu_pretraining_continue.sh",
+#       carry=[".whl"])   (.whl/work.tar.xz: the work folder's preprocessed data, see that script)
 set -u
 start=$(date +%s)
 if [ ! -d /tmp/gpu_loan/site312 ]; then

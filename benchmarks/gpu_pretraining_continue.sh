@@ -7,7 +7,7 @@
 # carries):
 #   WITH_DATA=0 LEAVE_OUT=monai bash benchmarks/gpu_loan_pack.sh
 #   tar -cf - -C benchmarks/work/btcv6_compute/fold_0 nnUNet_preprocessed | xz -9 -T2 > .whl/work.tar.xz
-#   run(command="SECONDS_LEFT=560 FOLD=5 bash benchmarks/gpu_loan_run.sh benchmarks/gpu_pretraining_continue.sh",
+#   run(command="SECONDS_LEFT=545 FOLD=5 bash benchmarks/gpu_loan_run.sh benchmarks/gpu_pretraining_continue.sh",
 #       carry=[".whl"])
 # There: nnUNetv2_train with the benchmark's pretraining budget (EPOCHS x ITERATIONS, VAL_ITERATIONS
 # validation iterations per epoch, a checkpoint every 5 epochs, the EMA checkpoints of KEEP kept) until
