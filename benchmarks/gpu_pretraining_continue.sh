@@ -13,7 +13,7 @@
 # validation iterations per epoch, a checkpoint every 5 epochs, the EMA checkpoints of KEEP kept) until
 # LIMIT seconds; then to $OUT: the kept checkpoints reduced to what the transfer trainers and the
 # sampling commands read (EMA weights and the record, 15 MiB each for the cpu preset; not usable for
-# --c), nnU-Net's training log and progress plot. The last full checkpoint (about 4x that, over what one
+# --c), nnU-Net's training log and progress plot. The last full checkpoint (about 3x that, over what one
 # call brings back beside them) comes back in 15 MiB parts from a second call on the still-warm machine
 # (it stays warm 30 s), which only copies:
 #   run(command="ONLY_LATEST=1 FOLD=5 bash benchmarks/gpu_loan_run.sh benchmarks/gpu_pretraining_continue.sh",
