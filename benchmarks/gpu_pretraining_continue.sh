@@ -27,13 +27,12 @@ LIMIT="${LIMIT:-460}" DATASET="${DATASET:-601}" CONFIGURATION="${CONFIGURATION:-
 WORK=/tmp/gpu_pretraining_work
 mkdir -p "$OUT" "$WORK/nnUNet_raw" "$WORK/nnUNet_results"
 [ -d "$WORK/nnUNet_preprocessed" ] || tar -xJf .whl/work.tar.xz -C "$WORK" || exit 1
-fold_name() { echo "$nnUNet_results/$(ls "$nnUNet_preprocessed" | grep "^Dataset$DATASET")/nnUNetTrainerDiffusionPretrain__nnUNetPlansAxial__$CONFIGURATION/fold_$FOLD"; }
+export nnUNet_raw="$WORK/nnUNet_raw" nnUNet_preprocessed="$WORK/nnUNet_preprocessed" nnUNet_results="$WORK/nnUNet_results"
+fold="$nnUNet_results/$(ls "$nnUNet_preprocessed" | grep "^Dataset$DATASET")/nnUNetTrainerDiffusionPretrain__nnUNetPlansAxial__$CONFIGURATION/fold_$FOLD"
 if [ "${ONLY_LATEST:-0}" = 1 ]; then
-  export nnUNet_preprocessed="$WORK/nnUNet_preprocessed" nnUNet_results="$WORK/nnUNet_results"
-  split -b 15M -d "$(fold_name)/checkpoint_latest.pth" "$OUT/checkpoint_latest.pth.part" && ls -la "$OUT"
+  split -b 15M -d "$fold/checkpoint_latest.pth" "$OUT/checkpoint_latest.pth.part" && ls -la "$OUT"
   exit
 fi
-export nnUNet_raw="$WORK/nnUNet_raw" nnUNet_preprocessed="$WORK/nnUNet_preprocessed" nnUNet_results="$WORK/nnUNet_results"
 # the cpu preset's pretraining budget, as the benchmark sets it (evaluation/work_folder.py::training_budget_env)
 export nnUNet_num_epochs="${EPOCHS:-640}" nnUNet_num_iterations_per_epoch="${ITERATIONS:-100}" \
   nnUNet_num_val_iterations_per_epoch="${VAL_ITERATIONS:-2}" nnUNet_save_every=5 \
@@ -41,7 +40,6 @@ export nnUNet_num_epochs="${EPOCHS:-640}" nnUNet_num_iterations_per_epoch="${ITE
   PYTHONUNBUFFERED=1
 eval "$(nnUNetv2_diffusion_env)"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/pretraining.log"
-fold="$(fold_name)"
 resume=(); [ -f "$fold/checkpoint_latest.pth" ] && resume=(--c)
 start=$(date +%s)
 timeout --kill-after=15 "$LIMIT" nnUNetv2_train "$DATASET" "$CONFIGURATION" "$FOLD" -tr nnUNetTrainerDiffusionPretrain \
@@ -62,7 +60,8 @@ for kept in sorted(fold.glob("checkpoint_it*.pth")):
     torch.save(checkpoint, out / kept.name)
     print(f"{kept.name}: epoch {checkpoint['current_epoch']}, {(out / kept.name).stat().st_size / 2**20:.1f} MiB reduced")
 PY
-python3 -c "import sys, torch; c = torch.load(sys.argv[1], map_location='cpu', weights_only=True); print('checkpoint_latest.pth: epoch', c['current_epoch'])" "$fold/checkpoint_latest.pth"
+python3 -c "import sys; from nnunet_diffusion_pretrain.checkpoint_io import load_checkpoint_safely as load
+print('checkpoint_latest.pth: epoch', load(sys.argv[1])['current_epoch'])" "$fold/checkpoint_latest.pth"
 cp "$fold"/training_log_*.txt "$OUT/training_log.txt" 2>/dev/null
 cp "$fold/progress.png" "$OUT/" 2>/dev/null
 ls -la "$OUT"
