@@ -16,7 +16,7 @@ demo: $(STAMP)
 	$(VENV)/bin/nnUNetv2_diffusion_demo
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -n 2 --dist loadfile
+	$(VENV)/bin/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 benchmark: $(STAMP)
 	$(VENV)/bin/python benchmarks/iteration_cost.py

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+from filelock import FileLock
 
 from nnunet_diffusion_pretrain.subprocess_steps import console_script as command
 from nnunet_diffusion_pretrain.subprocess_steps import ext_trainer_folder
@@ -25,6 +27,22 @@ TEST_TRAINERS = Path(__file__).resolve().parent / "ext_trainers_for_tests"
 PHANTOM_ID, PHANTOM_NAME = 991, "TestPhantom"
 PHANTOM_SHAPE = (16, 48, 48)
 RESENC_TINY = "2d_tiny"  # a configuration inheriting from 2d with a CPU-sized batch, the nnU-Net way
+
+
+# The longest test files (minutes each on 2 cores), longest first. `make test` hands whole files to
+# two xdist workers in collection order (--no-loadscope-reorder): started first, they run beside
+# each other and the short files fill the gaps, where ordering by test count left a long one last.
+LONGEST_FILES_FIRST = ("evaluation/test_benchmark.py", "transfer/test_transfer.py",
+                       "evaluation/test_cross_validation.py", "training/test_crash_resume.py",
+                       "pool/test_shared_data.py", "training/test_pretraining.py",
+                       "dataset_conversion/test_dataset_conversion.py", "cli/test_bad_inputs.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = Path(item.fspath).relative_to(Path(__file__).parent).as_posix()
+        return LONGEST_FILES_FIRST.index(path) if path in LONGEST_FILES_FIRST else len(LONGEST_FILES_FIRST)
+    items.sort(key=rank)  # stable: the other files and every file's own tests keep their order
 
 
 def run(args: list[str], env: dict, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -78,24 +96,42 @@ def training_env(env: dict, **budget: int) -> dict:
     return out
 
 
-@pytest.fixture(scope="session")
-def planned_phantom(nnunet_env, tmp_path_factory) -> dict:
-    """Phantom dataset 991 planned for 2d and 3d_fullres (default and ResEnc-M plans), plus a folder
-    of unlabeled scans. Returns paths."""
-    unlabeled = tmp_path_factory.mktemp("unlabeled_ct")
-    raw = Path(nnunet_env["nnUNet_raw"]) / f"Dataset{PHANTOM_ID}_{PHANTOM_NAME}"
-    write_phantom_dataset(raw, num_labelled=5, unlabeled_folder=unlabeled, num_unlabeled=4, seed=1,
+def _plan_phantom(root: Path, env: dict) -> None:
+    """Phantom dataset 991 with unlabeled scans in ``root``, planned and preprocessed there."""
+    env = dict(env, nnUNet_raw=str(root / "raw"), nnUNet_preprocessed=str(root / "preprocessed"))
+    raw = root / "raw" / f"Dataset{PHANTOM_ID}_{PHANTOM_NAME}"
+    write_phantom_dataset(raw, num_labelled=5, unlabeled_folder=root / "unlabeled_ct", num_unlabeled=4, seed=1,
                           shape=PHANTOM_SHAPE)
     run([command("nnUNetv2_plan_and_preprocess"), "-d", str(PHANTOM_ID), "-c", "2d", "3d_fullres", "-np", "2",
-         "--verify_dataset_integrity"], nnunet_env)
-    run([command("nnUNetv2_plan_experiment"), "-d", str(PHANTOM_ID), "-pl", "nnUNetPlannerResEncM"], nnunet_env)
-    preprocessed = Path(nnunet_env["nnUNet_preprocessed"]) / raw.name
-    resenc_file = preprocessed / "nnUNetResEncUNetMPlans.json"
+         "--verify_dataset_integrity"], env)
+    run([command("nnUNetv2_plan_experiment"), "-d", str(PHANTOM_ID), "-pl", "nnUNetPlannerResEncM"], env)
+    resenc_file = root / "preprocessed" / raw.name / "nnUNetResEncUNetMPlans.json"
     resenc = json.loads(resenc_file.read_text())
     resenc["configurations"][RESENC_TINY] = {"inherits_from": "2d", "batch_size": 4}
     resenc_file.write_text(json.dumps(resenc, indent=2))
-    return {"raw": raw, "preprocessed": preprocessed, "unlabeled": unlabeled, "name": raw.name,
-            "id": PHANTOM_ID}
+    (root / "planned").touch()
+
+
+@pytest.fixture(scope="session")
+def planned_phantom(nnunet_env, tmp_path_factory) -> dict:
+    """Phantom dataset 991 planned for 2d and 3d_fullres (default and ResEnc-M plans), plus a folder
+    of unlabeled scans. Returns paths. Planned once per test run (about 1.5 min), in a folder the
+    xdist workers share; each worker gets its own copy, since tests add to it."""
+    run_root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        run_root = run_root.parent  # this run's folder above the workers' (never an earlier run's)
+    shared = run_root / "planned_phantom"
+    with FileLock(str(run_root / "planned_phantom.lock")):
+        if not (shared / "planned").is_file():
+            shutil.rmtree(shared, ignore_errors=True)  # a worker killed while planning
+            _plan_phantom(shared, nnunet_env)
+    name = f"Dataset{PHANTOM_ID}_{PHANTOM_NAME}"
+    raw, preprocessed = Path(nnunet_env["nnUNet_raw"]) / name, Path(nnunet_env["nnUNet_preprocessed"]) / name
+    shutil.copytree(shared / "raw" / name, raw)
+    shutil.copytree(shared / "preprocessed" / name, preprocessed)
+    unlabeled = tmp_path_factory.mktemp("unlabeled_ct")
+    shutil.copytree(shared / "unlabeled_ct", unlabeled, dirs_exist_ok=True)
+    return {"raw": raw, "preprocessed": preprocessed, "unlabeled": unlabeled, "name": name, "id": PHANTOM_ID}
 
 
 def tree_snapshot(folder: Path) -> dict[str, tuple[int, int]]:

@@ -9,8 +9,8 @@ axial planning plus the preset's reduced configuration, preprocessing, low-label
 held-out set for everything), with the cpu preset a calibration of the segmentation budget on a
 validation volume of the training split (doubled until stock nnU-Net learns every organ there), the
 unlabeled pool, one diffusion pretraining run on the images of every non-held-out case, then for
-every budget and repeat stock nnU-Net and the three transfer trainers with the same budget, and
-stock nnU-Net on all training labels (the upper bound).
+every budget and repeat stock nnU-Net and the three transfer trainers (or those of ``--methods``)
+with the same budget, and stock nnU-Net on all training labels (the upper bound).
 The report (report.md, results.json, plots) goes to the output folder and is rewritten after every
 finished run; a partial one says which runs are still missing.
 
@@ -39,8 +39,8 @@ from nnunet_diffusion_pretrain.evaluation.external_test import external_cases
 from nnunet_diffusion_pretrain.evaluation.presets import PRESETS, BenchmarkPreset
 from nnunet_diffusion_pretrain.evaluation.reduced_configuration import add_configuration, reduced_2d_configuration
 from nnunet_diffusion_pretrain.evaluation.report import EXTERNAL_METRICS, write_cv_report, write_report
-from nnunet_diffusion_pretrain.evaluation.run_catalogue import (PRETRAINER, STOCK, SYNTHETIC, TrainingRun, catalogue,
-                                                               start_arguments)
+from nnunet_diffusion_pretrain.evaluation.run_catalogue import (METHOD_NAMES, PRETRAINER, STOCK, SYNTHETIC,
+                                                               TrainingRun, catalogue, start_arguments)
 from nnunet_diffusion_pretrain.evaluation.segmentation_metrics import organ_metrics
 from nnunet_diffusion_pretrain.evaluation.work_folder import nnunet_folders_env, pretraining_fold, training_budget_env
 from nnunet_diffusion_pretrain.subprocess_steps import console_script, run_step
@@ -82,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=None, help="repeats per budget (preset's default)")
     parser.add_argument("--synthetic-images", type=int, default=None,
                         help="generated images for the synthetic-data row (preset's default; 0: no such row)")
+    parser.add_argument("--methods", nargs="+", choices=list(METHOD_NAMES), default=list(METHOD_NAMES),
+                        help="the arms to train (default all; stock is always one: every arm is paired with it); "
+                             "a later run may add arms to the same work folder")
     parser.add_argument("--seed", type=int, default=0, help="seed of the held-out set and the labelled cases")
     parser.add_argument("--pretrainer", default=PRETRAINER,
                         help=f"diffusion pretraining trainer (a variant, e.g. {PRETRAINER}_unitRange); "
@@ -124,6 +127,17 @@ def _check_pretrainer(name: str) -> None:
                    if isinstance(v, type) and issubclass(v, module.nnUNetTrainerDiffusionPretrain))
     if name not in known:
         raise UserFacingError(f"--pretrainer {name} is not a diffusion pretraining trainer; one of {', '.join(known)}")
+
+
+def _check_methods(args: argparse.Namespace, preset: BenchmarkPreset) -> None:
+    """Puts ``--methods`` in the catalogue's order (the same arms, the same command) and refuses a
+    set without stock, or a synthetic row without its fine-tune-all labeller."""
+    args.methods = [m for m in METHOD_NAMES if m in args.methods]
+    if "stock" not in args.methods:
+        raise UserFacingError("--methods must include stock: every other arm is paired with it")
+    if preset.synthetic_images and "finetune" not in args.methods:
+        raise UserFacingError("the synthetic row is labelled by fine-tune all: add finetune to --methods or pass "
+                              "--synthetic-images 0")
 
 
 def _effective_preset(args: argparse.Namespace) -> BenchmarkPreset:
@@ -417,7 +431,8 @@ def _finished_elsewhere(out: Path, args: argparse.Namespace) -> bool:
     if not results.is_file():
         return False
     result = json.loads(results.read_text())
-    same_args = {k: v for k, v in result["meta"]["args"].items() if k != "np"} == \
+    recorded = {"methods": str(list(METHOD_NAMES)), **result["meta"]["args"]}  # reports before --methods: all
+    same_args = {k: v for k, v in recorded.items() if k != "np"} == \
         {k: str(v) for k, v in vars(args).items() if k != "np"}
     return not result["pending_runs"] and same_args and \
         result["versions"]["nnunet-diffusion-pretrain"] == version("nnunet-diffusion-pretrain")
@@ -468,7 +483,7 @@ def _benchmark(args: argparse.Namespace, preset: BenchmarkPreset, work: Path, ou
     checkpoint = _pretrain(bench, all_fold["fold"])
 
     runs = catalogue(manifest_folders, bench.synthetic_first_id if preset.synthetic_images else None,
-                     bench.trainer_suffix)
+                     bench.trainer_suffix, tuple(METHOD_NAMES[m] for m in args.methods))
     meta = {"dataset": dataset, "args": {k: str(v) for k, v in vars(args).items()}, "plans": AXIAL_PLANS}
 
     def report_so_far() -> Path:
@@ -496,6 +511,7 @@ def main() -> int:
     args = _parser().parse_args()
     _check_pretrainer(args.pretrainer)
     preset = _effective_preset(args)
+    _check_methods(args, preset)
     name_hint = args.raw_dataset.name if args.raw_dataset else f"{args.convert}"
     work = (args.work or Path("benchmarks/work") / (f"{name_hint}_{preset.name}" +
                                                     (f"_cv{args.folds}" if args.folds else ""))).resolve()

@@ -14,6 +14,7 @@ FINETUNE = "nnUNetTrainerDiffusionFinetune"
 TRAINERS = (STOCK, FINETUNE, "nnUNetTrainerDiffusionDecoderFinetune", "nnUNetTrainerDiffusionLinearProbe")
 SYNTHETIC = f"{FINETUNE}+synthetic"  # fine-tune all again, with pseudo-labelled generated images added
 METHODS = (*TRAINERS, SYNTHETIC)
+METHOD_NAMES = dict(zip(("stock", "finetune", "decoder", "probe"), TRAINERS))  # --methods
 METHOD_LABELS = {STOCK: "stock nnU-Net", FINETUNE: "diffusion: fine-tune all",
                  "nnUNetTrainerDiffusionDecoderFinetune": "diffusion: fine-tune decoder",
                  "nnUNetTrainerDiffusionLinearProbe": "diffusion: linear probe",
@@ -73,16 +74,16 @@ def budget_order(kind: str, budget: float) -> tuple[int, float]:
 
 
 def catalogue(preprocessed_folders: list[Path], synthetic_first_id: int | None = None,
-              trainer_suffix: str = "") -> list[TrainingRun]:
-    """All runs named by the manifests: four methods per low-label fold, stock alone on the
-    all-labelled fold and, with ``synthetic_first_id``, synthetic-data augmentation at the smallest
-    volume and slice budgets (derived datasets numbered from that ID); every trainer name with
-    ``trainer_suffix``."""
+              trainer_suffix: str = "", trainers: tuple[str, ...] = TRAINERS) -> list[TrainingRun]:
+    """All runs named by the manifests: each of ``trainers`` (default the four methods) per
+    low-label fold, stock alone on the all-labelled fold and, with ``synthetic_first_id``,
+    synthetic-data augmentation at the smallest volume and slice budgets (derived datasets numbered
+    from that ID); every trainer name with ``trainer_suffix``."""
     runs = []
     for folder in preprocessed_folders:
         manifest = json.loads((folder / MANIFEST_NAME).read_text())
         for f in manifest["folds"]:
-            for method in ((STOCK,) if f["kind"] == "all" else TRAINERS):
+            for method in ((STOCK,) if f["kind"] == "all" else trainers):
                 runs.append(TrainingRun(method, f["kind"], f["budget"], f["repeat"], f["dataset"], f["fold"],
                                         tuple(f["train"]), trainer_suffix=trainer_suffix))
     if synthetic_first_id is not None:

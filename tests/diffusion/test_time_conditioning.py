@@ -15,6 +15,7 @@ CONFIGURATIONS = ["2d", "3d_fullres"]
 
 
 def build_pair(preprocessed, plans: str, configuration: str):
+    torch.manual_seed(0)  # the same initial weights in every run
     pm = PlansManager(str(preprocessed / f"{plans}.json"))
     cm = pm.get_configuration(configuration)
     segmentation = nnUNetTrainer.build_network_architecture(pm, cm, 1, 5, enable_deep_supervision=True)
@@ -92,7 +93,8 @@ def test_folded_unet_computes_the_denoisers_decoder_features_at_that_timestep(pl
     with torch.no_grad():
         denoiser(x, torch.full((2,), t_star))
         segmentation(x)
-        assert torch.allclose(features["segmentation"], features["denoiser"], rtol=0, atol=1e-5), \
+        # equal up to float32 rounding through the folded norms (seen up to 1.1e-5 on features of ~0.3)
+        assert torch.allclose(features["segmentation"], features["denoiser"], rtol=1e-4, atol=1e-4), \
             (features["segmentation"] - features["denoiser"]).abs().max()
         denoiser(x, torch.full((2,), t_star + 300))
         assert not torch.allclose(features["segmentation"], features["denoiser"], atol=1e-3), \

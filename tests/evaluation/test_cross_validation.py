@@ -9,13 +9,14 @@ import shutil
 import pytest
 
 from conftest import command, run
-from nnunet_diffusion_pretrain.evaluation.run_catalogue import STOCK
+from nnunet_diffusion_pretrain.evaluation.run_catalogue import FINETUNE, STOCK
 from nnunet_diffusion_pretrain.phantom import write_phantom_dataset
 
 
 def test_cross_validated_benchmark_tests_every_volume_once(nnunet_env, tmp_path):
     """--folds 2 on 4 phantom volumes: two held-out pairs, each fold pretrains on its other two
-    volumes and uses each of them as the labelled volume; the combined report pairs all of it."""
+    volumes and uses each of them as the labelled volume; the combined report pairs all of it.
+    Two arms (--methods stock finetune), as a many-fold study on a CPU would run."""
     dataset = tmp_path / "source_raw" / "Dataset982_CVPhantom"
     write_phantom_dataset(dataset, num_labelled=4, unlabeled_folder=tmp_path / "unlabeled", num_unlabeled=2, seed=5,
                           shape=(12, 40, 40))
@@ -23,10 +24,13 @@ def test_cross_validated_benchmark_tests_every_volume_once(nnunet_env, tmp_path)
     args = [command("nnUNetv2_diffusion_benchmark"), "--raw-dataset", str(dataset), "--unlabeled",
             str(tmp_path / "unlabeled"), "--folds", "2", "--num-labeled", "1", "--num-labeled-slices",
             "--synthetic-images", "0", "--pretrain-epochs", "1", "--finetune-epochs", "1", "--max-budget-doublings",
-            "0", "--iterations-per-epoch", "2", "-w", str(work), "-o", str(out)]
+            "0", "--iterations-per-epoch", "2", "--methods", "finetune", "stock", "-w", str(work), "-o", str(out)]
     env = dict(nnunet_env, nnUNet_diffusion_num_samples="2")
     both = run([*args, "--num-held-out", "1"], nnunet_env, check=False)
     assert both.returncode != 0 and "drop --num-held-out" in both.stderr and not work.exists()
+    unpaired = run([*args, "--methods", "finetune", "probe"], env, check=False)
+    assert unpaired.returncode != 0 and unpaired.stderr.strip().splitlines()[-1].endswith(
+        "--methods must include stock: every other arm is paired with it") and not work.exists()
     too_many = run([*args, "--repeats", "3"], env, check=False)
     assert too_many.returncode != 0 and "only 2 volumes outside its held-out group" in too_many.stderr
 
@@ -35,7 +39,8 @@ def test_cross_validated_benchmark_tests_every_volume_once(nnunet_env, tmp_path)
     first = json.loads((out / "results.json").read_text())
     for k in range(2):
         fold_runs = [r for r in first["runs"] if r["cv_fold"] == k and r["kind"] == "cases"]
-        assert len({r["train"][0] for r in fold_runs}) == 1 and len(fold_runs) == 4  # 4 methods, 1 choice
+        assert len({r["train"][0] for r in fold_runs}) == 1 and len(fold_runs) == 2  # 2 methods, 1 choice
+        assert {r["method"] for r in fold_runs} == {STOCK, FINETUNE}
     run(args, env, timeout=2400)
 
     results = json.loads((out / "results.json").read_text())
@@ -51,6 +56,7 @@ def test_cross_validated_benchmark_tests_every_volume_once(nnunet_env, tmp_path)
                                                                  "training_log_*")).read_text()
         assert "Pretraining images: 2 labelled cases" in log  # its own pretraining, without its held-out pair
     (budget,) = [g for g in results["summary"]["budgets"] if g["kind"] == "cases"]
+    assert sorted(budget["methods"]) == sorted([STOCK, FINETUNE])
     for method, entry in budget["methods"].items():
         assert entry["repeats"] == 4
         shares = entry["variance"]["shares_of_sum_of_squares"]
