@@ -31,8 +31,8 @@ def test_cross_validated_benchmark_tests_every_volume_once(nnunet_env, tmp_path)
     unpaired = run([*args, "--methods", "finetune", "probe"], env, check=False)
     assert unpaired.returncode != 0 and unpaired.stderr.strip().splitlines()[-1].endswith(
         "--methods must include stock: every other arm is paired with it") and not work.exists()
-    unlabelled_synthetic = run([*args, "--methods", "stock", "--synthetic-images", "2"], env, check=False)
-    assert unlabelled_synthetic.returncode != 0 and "add finetune to --methods" in unlabelled_synthetic.stderr \
+    without_labeller = run([*args, "--methods", "stock", "--synthetic-images", "2"], env, check=False)
+    assert without_labeller.returncode != 0 and "add finetune to --methods" in without_labeller.stderr \
         and not work.exists()
     too_many = run([*args, "--repeats", "3"], env, check=False)
     assert too_many.returncode != 0 and "only 2 volumes outside its held-out group" in too_many.stderr
