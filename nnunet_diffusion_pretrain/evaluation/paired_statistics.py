@@ -62,7 +62,10 @@ def hierarchical_bootstrap_ci(pairs: list[Pair], replicates: int = BOOTSTRAP_REP
 def paired_comparison(method: dict[tuple[str, str, str], float], reference: dict[tuple[str, str, str], float],
                       replicates: int = BOOTSTRAP_REPLICATES, seed: int = BOOTSTRAP_SEED) -> dict:
     """``method`` against ``reference``, both keyed by (fold, labelled choice, held-out case), on
-    the keys both have: ``n_pairs``, ``mean_diff``, ``wins``, ``losses``, ``ci95``, ``wilcoxon_p``."""
+    the keys both have: ``n_pairs``, ``mean_diff``, ``wins``, ``losses``, ``ci95``, ``wilcoxon_p``,
+    and the ``variance`` shares of the differences: there what a fold does to both methods alike
+    (its held-out cases, its labelled pool) cancels, so the share between folds is what the folds'
+    pretraining runs do to the gain."""
     keys = sorted(set(method) & set(reference))
     if not keys:
         return {}
@@ -72,7 +75,8 @@ def paired_comparison(method: dict[tuple[str, str, str], float], reference: dict
     return {"n_pairs": len(keys), "mean_diff": float(diffs.mean()), "wins": int((diffs > 0).sum()),
             "losses": int((diffs < 0).sum()), "ci95": hierarchical_bootstrap_ci(pairs, replicates, seed),
             "wilcoxon_p": p, "bootstrap": {"replicates": replicates, "seed": seed,
-                                           "resampled": "labelled choices and held-out cases, within each fold"}}
+                                           "resampled": "labelled choices and held-out cases, within each fold"},
+            "variance": variance_components(dict(zip(keys, diffs.tolist())))}
 
 
 def verdict(paired: dict) -> str:
@@ -86,9 +90,10 @@ def verdict(paired: dict) -> str:
 
 
 def variance_components(scores: dict[tuple[str, str, str], float]) -> dict:
-    """Shares of the scores' total sum of squares: between folds (their pretraining runs and
-    held-out sets), between labelled choices and between held-out cases within a fold, and the
-    rest (choice x case interaction). ``pretraining_run`` is None with a single fold."""
+    """Shares of the scores' total sum of squares: between folds (``pretraining_run``: each fold's
+    pretraining run together with its held-out group), between labelled choices and between
+    held-out cases within a fold, and the rest (choice x case interaction). ``pretraining_run`` is
+    None with a single fold."""
     grids = [g for g in _grids((*k, v) for k, v in scores.items())]
     values = np.concatenate([g[~np.isnan(g)] for g in grids])
     grand = values.mean()

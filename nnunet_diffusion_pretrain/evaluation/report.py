@@ -165,16 +165,27 @@ def _external_section(external: dict) -> list[str]:
 
 
 def _variance_lines(summary: dict) -> list[str]:
+    """Each method's Dice, then each paired difference from stock: in a difference the fold's
+    effect on both methods cancels, so its fold share is the pretraining run's effect on the gain."""
     lines = []
     for group in summary["budgets"]:
         for method, entry in group["methods"].items():
-            shares = entry.get("variance", {}).get("shares_of_sum_of_squares")
-            if shares and entry["repeats"] > 1:
-                run = "n/a (one run)" if shares["pretraining_run"] is None else f"{shares['pretraining_run']:.0%}"
-                lines.append(f"| {group['label']} | {METHOD_LABELS[method]} | {shares['labelled_choice']:.0%} | "
-                             f"{shares['held_out_case']:.0%} | {run} | {shares['residual']:.0%} |")
+            if entry["repeats"] < 2:
+                continue
+            rows = [(METHOD_LABELS[method], entry.get("variance", {}))]
+            if "variance" in entry.get("paired", {}):
+                rows.append((f"{METHOD_LABELS[method]} - stock (paired difference)", entry["paired"]["variance"]))
+            for name, variance in rows:
+                shares = variance.get("shares_of_sum_of_squares")
+                if shares:
+                    fold = "n/a (one run)" if shares["pretraining_run"] is None else f"{shares['pretraining_run']:.0%}"
+                    lines.append(f"| {group['label']} | {name} | {shares['labelled_choice']:.0%} | "
+                                 f"{shares['held_out_case']:.0%} | {fold} | {shares['residual']:.0%} |")
     return (["", "## Where the spread comes from (shares of the Dice sum of squares)", "",
-             "| labelled data | method | labelled choice | held-out case | pretraining run | interaction |",
+             "A fold is one pretraining run and one held-out group; for a method's Dice its share mixes "
+             "the two (stock nnU-Net has a fold share without any pretraining); in a paired difference what "
+             "the held-out group does to both methods alike cancels.", "",
+             "| labelled data | scores | labelled choice | held-out case | fold (pretraining run) | interaction |",
              "|---|---|---|---|---|---|", *lines] if lines else [])
 
 

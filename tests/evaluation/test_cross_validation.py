@@ -66,8 +66,11 @@ def test_cross_validated_benchmark_tests_every_volume_once(nnunet_env, tmp_path)
         assert shares["pretraining_run"] is not None and sum(shares.values()) == pytest.approx(1.0)
         if method != STOCK:
             assert entry["paired"]["n_pairs"] == 8  # 2 folds x 2 labelled choices x 2 held-out cases
+            diff_shares = entry["paired"]["variance"]["shares_of_sum_of_squares"]
+            assert diff_shares["pretraining_run"] is not None and sum(diff_shares.values()) == pytest.approx(1.0)
     report = (out / "report.md").read_text()
     assert "2 folds" in report and "fold_0/report.md" in report and "95% CI" in report
+    assert "diffusion: fine-tune all - stock (paired difference)" in report
 
     # the next session's machine: fold 0's work folder is gone, its committed report is complete
     fold_0_report = (out / "fold_0" / "results.json").read_text()

@@ -47,3 +47,18 @@ def test_variance_shares_name_the_source_of_the_spread():
     shares = by_fold["shares_of_sum_of_squares"]
     assert shares["pretraining_run"] > 0.9 and shares["held_out_case"] > 0 and shares["labelled_choice"] == 0
     assert sum(shares.values()) == pytest.approx(1.0)
+
+
+def test_the_paired_difference_separates_the_pretraining_run_from_the_held_out_group():
+    """Stock's folds differ by their held-out cases; the method adds a gain that differs by fold
+    (its pretraining run). Stock's scores have a fold share without any pretraining; in the
+    differences that part cancels and the fold share is the pretraining run's alone."""
+    stock = scores(lambda f, c, k: 0.3 + 0.2 * f + 0.05 * c + 0.01 * k, folds=3)
+    run_gain = {0: 0.0, 1: 0.1, 2: 0.05}
+    method = {key: v + run_gain[int(key[0][1:])] + 0.01 * int(key[2][1:]) for key, v in stock.items()}
+    stock_shares = variance_components(stock)["shares_of_sum_of_squares"]
+    diff_shares = paired_comparison(method, stock, replicates=200)["variance"]["shares_of_sum_of_squares"]
+    assert stock_shares["pretraining_run"] > 0.5
+    assert diff_shares["labelled_choice"] == pytest.approx(0.0, abs=1e-12)
+    assert diff_shares["pretraining_run"] > 0.8 and diff_shares["held_out_case"] > 0
+    assert sum(diff_shares.values()) == pytest.approx(1.0)
