@@ -54,8 +54,10 @@ def run(args: list[str], env: dict, check: bool = True, timeout: int = 900) -> s
     return result
 
 
-def kill_when(args: list[str], env: dict, condition: Callable[[], bool], log: Path, timeout: float = 600) -> None:
-    """Start ``args``, SIGKILL its whole process group as soon as ``condition()`` holds."""
+def kill_when(args: list[str], env: dict, condition: Callable[[], bool], log: Path, timeout: float = 600,
+              sig: signal.Signals = signal.SIGKILL) -> None:
+    """Start ``args``, send ``sig`` to its whole process group as soon as ``condition()`` holds
+    (SIGINT: Ctrl-C in a terminal); whatever of the group outlives the signal is then SIGKILLed."""
     with open(log, "w") as out:
         process = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + timeout
@@ -67,8 +69,12 @@ def kill_when(args: list[str], env: dict, condition: Callable[[], bool], log: Pa
             os.killpg(process.pid, signal.SIGKILL)
             raise AssertionError(f"kill point not reached within {timeout} s")
         time.sleep(0.01)
-    os.killpg(process.pid, signal.SIGKILL)
+    os.killpg(process.pid, sig)
     process.wait()
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 @pytest.fixture(scope="session")

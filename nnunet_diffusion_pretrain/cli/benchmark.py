@@ -26,6 +26,8 @@ import json
 import os
 import shlex
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
 
@@ -198,10 +200,20 @@ class Benchmark:
     def save_state(self) -> None:
         write_json_atomically(self.state_file, self.state)
 
+    @contextmanager
+    def timed(self, table: str, key: str) -> Iterator[None]:
+        """Adds the block's wall time to ``state[table][key]`` even when it fails or is stopped:
+        a resumed step continues the stopped attempt's work, so that time was spent on it."""
+        start = time.time()
+        try:
+            yield
+        finally:
+            self.state[table][key] = self.state[table].get(key, 0.0) + time.time() - start
+            self.save_state()
+
     def phase(self, name: str, title: str, command: list[str], env: dict | None = None) -> None:
-        seconds = run_step(title, command, env or self.env, self.work / "logs" / f"{name}.log")
-        self.state["phases"][name] = self.state["phases"].get(name, 0.0) + seconds
-        self.save_state()
+        with self.timed("phases", name):
+            run_step(title, command, env or self.env, self.work / "logs" / f"{name}.log")
 
     def folder(self, key: str) -> Path:
         return Path(self.env[key])
@@ -260,10 +272,13 @@ def _plan(bench: Benchmark) -> None:
         entry = reduced_2d_configuration(plans, AXIAL_PLANS, reduced.name, reduced.patch_edge, reduced.batch_size,
                                          reduced.n_stages, reduced.base_features, reduced.max_features)
         add_configuration(plans_file, reduced.name, entry)
-    if "preprocess" not in bench.state["phases"]:
+    # state files older than 0.10.1 timed a phase only once it had finished
+    if not bench.state.setdefault("preprocessed", "preprocess" in bench.state["phases"]):
         bench.phase("preprocess", f"preprocess configuration {bench.preset.configuration} (stock nnU-Net)", [
             console_script("nnUNetv2_preprocess"), "-d", str(bench.dataset_id), "-plans_name", AXIAL_PLANS,
             "-c", bench.preset.configuration, "-np", str(bench.args.np)])
+        bench.state["preprocessed"] = True
+        bench.save_state()
 
 
 def _splits(bench: Benchmark) -> list[Path]:
@@ -351,14 +366,14 @@ def _pretrain(bench: Benchmark, all_fold: int) -> Path:
     return checkpoint
 
 
-def _synthetic_dataset(bench: Benchmark, run: TrainingRun, checkpoint: Path, progress: str) -> float:
+def _synthetic_dataset(bench: Benchmark, run: TrainingRun, checkpoint: Path, progress: str) -> None:
     """The derived dataset of a synthetic-data run: generated images labelled by the same budget
     and repeat's fine-tuned model."""
     if (bench.folder("nnUNet_preprocessed") / run.dataset / "splits_final.json").is_file():
-        return 0.0
+        return
     preset = bench.preset
-    return run_step(f"[{progress}] {run.run_id}: {preset.synthetic_images} generated images labelled by "
-                    f"{run.labeler_dataset} fold {run.labeler_fold} -> {run.dataset}", [
+    run_step(f"[{progress}] {run.run_id}: {preset.synthetic_images} generated images labelled by "
+             f"{run.labeler_dataset} fold {run.labeler_fold} -> {run.dataset}", [
         console_script("nnUNetv2_diffusion_synthetic_dataset"), "-d", run.labeler_dataset[7:10], "-c",
         preset.configuration, "-p", AXIAL_PLANS, "-f", str(run.labeler_fold), "-tr", run.trainer, "-chk",
         str(checkpoint), "-n", str(preset.synthetic_images), "--threshold", str(preset.synthetic_threshold),
@@ -376,17 +391,15 @@ def _train_and_evaluate(bench: Benchmark, run: TrainingRun, checkpoint: Path, la
     preset = bench.preset
     fold = run.fold_folder(bench.folder("nnUNet_results"), AXIAL_PLANS, preset.configuration)
     if not (fold / "validation" / "summary.json").is_file():
-        if run.method == SYNTHETIC:
-            bench.state["runs"][run.run_id] = bench.state["runs"].get(run.run_id, 0.0) + \
+        with bench.timed("runs", run.run_id):
+            if run.method == SYNTHETIC:
                 _synthetic_dataset(bench, run, checkpoint, progress)
-        start = start_arguments(fold, checkpoint if run.needs_pretrained_weights else None)
-        seconds = run_step(f"[{progress}] {run.run_id}: train on {', '.join(run.train)}, validate on the held-out cases", [
-            console_script("nnUNetv2_train"), run.dataset[7:10], preset.configuration, str(run.fold), "-tr",
-            run.trainer, "-p", AXIAL_PLANS, "-device", bench.args.device, *start],
-            bench.training_env(preset.finetune_epochs, preset.finetune_iterations),
-            bench.work / "logs" / f"{run.run_id}.log")
-        bench.state["runs"][run.run_id] = bench.state["runs"].get(run.run_id, 0.0) + seconds
-        bench.save_state()
+            start = start_arguments(fold, checkpoint if run.needs_pretrained_weights else None)
+            run_step(f"[{progress}] {run.run_id}: train on {', '.join(run.train)}, validate on the held-out cases", [
+                console_script("nnUNetv2_train"), run.dataset[7:10], preset.configuration, str(run.fold), "-tr",
+                run.trainer, "-p", AXIAL_PLANS, "-device", bench.args.device, *start],
+                bench.training_env(preset.finetune_epochs, preset.finetune_iterations),
+                bench.work / "logs" / f"{run.run_id}.log")
     metrics_file = _metrics_file(bench, run)
     if metrics_file.is_file():
         return False
@@ -408,12 +421,12 @@ def _score_external(bench: Benchmark, run: TrainingRun, cases: list[str], labels
         return False
     preset, folder = bench.preset, bench.args.external_test.resolve()
     predictions = bench.work / "external_predictions" / run.run_id
-    bench.state["phases"]["external test"] = bench.state["phases"].get("external test", 0.0) + run_step(
-        f"[{progress}] {run.run_id}: predict the external test set", [
+    with bench.timed("phases", "external test"):
+        run_step(f"[{progress}] {run.run_id}: predict the external test set", [
             console_script("nnUNetv2_predict"), "-i", str(folder / "imagesTs"), "-o", str(predictions), "-d",
             run.dataset[7:10], "-c", preset.configuration, "-p", AXIAL_PLANS, "-tr", run.trainer, "-f",
             str(run.fold), "-chk", "checkpoint_final.pth", "-device", bench.args.device, "-npp", "1", "-nps", "1"],
-        bench.env, bench.work / "logs" / f"{run.run_id}_external.log")
+            bench.env, bench.work / "logs" / f"{run.run_id}_external.log")
     ending = json.loads((bench.folder("nnUNet_raw") / bench.dataset / "dataset.json").read_text())["file_ending"]
     per_case = {case: organ_metrics(str(predictions / f"{case}{ending}"), str(folder / "labelsTs" / f"{case}{ending}"),
                                     labels, bench.args.nsd_tolerance) for case in cases}

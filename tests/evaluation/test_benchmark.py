@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -167,20 +168,25 @@ def test_benchmark_command_end_to_end_kill_and_resume(nnunet_env, tmp_path):
             "--pretrain-epochs", "1", "--finetune-epochs", "1", "--max-budget-doublings", "1",
             "--calibration-runs", "2",
             "--iterations-per-epoch", "3", "-w", str(work), "-o", str(out)]
-    # SIGKILL in the middle of the second segmentation run, then the same command finishes the job
+    # Ctrl-C in the middle of the second segmentation run, then the same command finishes the job
     def second_run_training() -> bool:
         logs = (work / "logs").glob("nnUNetTrainer*__*.log")
         return (out / "report.md").is_file() and sum("Epoch 0" in log.read_text(errors="replace") for log in logs) >= 2
-    kill_when(args, nnunet_env, second_run_training, tmp_path / "killed.log", timeout=1800)
+    kill_when(args, nnunet_env, second_run_training, tmp_path / "killed.log", timeout=1800, sig=signal.SIGINT)
     killed_state = json.loads((work / "benchmark_state.json").read_text())
-    assert "pretraining" in killed_state["phases"] and len(killed_state["runs"]) == 1
+    assert "pretraining" in killed_state["phases"]
     # what finished before the kill is reported, and the report says it is partial
     partial = json.loads((out / "results.json").read_text())
     assert len(partial["runs"]) == 1 and len(partial["pending_runs"]) == len(METHODS)
     assert "Partial report: 1 of 6 runs finished" in (out / "report.md").read_text()
+    # the stopped run's time is kept: wall times count every attempt
+    stopped = set(killed_state["runs"]) - {r["run_id"] for r in partial["runs"]}
+    assert len(stopped) == 1 and killed_state["runs"][next(iter(stopped))] > 0
     run(args, nnunet_env, timeout=1800)
 
     results = json.loads((out / "results.json").read_text())
+    stopped_id = next(iter(stopped))
+    assert results["wall_time_s"]["runs"][stopped_id] > killed_state["runs"][stopped_id]
     assert results["pending_runs"] == [] and "Partial report" not in (out / "report.md").read_text()
     assert len(results["held_out"]) == 2
     assert len(results["runs"]) == len(METHODS) + 1  # 4 slices (4 trainers + synthetic row), upper bound (stock)
