@@ -54,12 +54,19 @@ def run(args: list[str], env: dict, check: bool = True, timeout: int = 900) -> s
     return result
 
 
+def _sigint_as_in_a_terminal() -> None:
+    """Ctrl-C reaches a command started in a terminal; a test suite started in the background of a
+    non-interactive shell (CI, nohup) ignores SIGINT, and its children would inherit that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def kill_when(args: list[str], env: dict, condition: Callable[[], bool], log: Path, timeout: float = 600,
               sig: signal.Signals = signal.SIGKILL) -> None:
     """Start ``args``, send ``sig`` to its whole process group as soon as ``condition()`` holds
     (SIGINT: Ctrl-C in a terminal); whatever of the group outlives the signal is then SIGKILLed."""
     with open(log, "w") as out:
-        process = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                   preexec_fn=_sigint_as_in_a_terminal)
     deadline = time.time() + timeout
     while not condition():
         if process.poll() is not None:
