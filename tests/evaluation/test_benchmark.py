@@ -181,11 +181,12 @@ def test_benchmark_command_end_to_end_kill_and_resume(nnunet_env, tmp_path):
     assert "Partial report: 1 of 6 runs finished" in (out / "report.md").read_text()
     # the stopped run's time is kept: wall times count every attempt
     stopped = set(killed_state["runs"]) - {r["run_id"] for r in partial["runs"]}
-    assert len(stopped) == 1 and killed_state["runs"][next(iter(stopped))] > 0
+    assert len(stopped) == 1
+    stopped_id = stopped.pop()
+    assert killed_state["runs"][stopped_id] > 0
     run(args, nnunet_env, timeout=1800)
 
     results = json.loads((out / "results.json").read_text())
-    stopped_id = next(iter(stopped))
     assert results["wall_time_s"]["runs"][stopped_id] > killed_state["runs"][stopped_id]
     assert results["pending_runs"] == [] and "Partial report" not in (out / "report.md").read_text()
     assert len(results["held_out"]) == 2
